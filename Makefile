@@ -1,0 +1,64 @@
+# fraudscale: `make help` lists the targets. Everything installs from the project's own files:
+# uv comes from PyPI into .tools/, the environment from uv.lock into .venv/.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := .venv
+RUN := $(UV) run --frozen
+
+DEMO_DIR ?= data/demo
+DEMO_DAYS ?= 14
+DEMO_CARDS ?= 5000
+DEMO_MERCHANTS ?= 500
+
+.PHONY: help
+help: ## Show the targets and what they do
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+.venv/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --all-extras
+	@touch $@
+
+.PHONY: install
+install: .venv/.synced ## Create .venv from the lock file (uv bootstrapped from PyPI)
+
+.PHONY: lock
+lock: $(UV) ## Re-resolve dependencies into uv.lock
+	$(UV) lock
+
+.PHONY: lint
+lint: install ## Ruff lint + format check, mypy
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+
+.PHONY: format
+format: install ## Apply ruff's fixes and formatting
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+.PHONY: test
+test: install lint ## Set up everything on a fresh machine and run the whole suite
+	$(RUN) pytest
+
+.PHONY: test-unit
+test-unit: install ## Only the fast tests that start no external service
+	$(RUN) pytest -m unit
+
+.PHONY: demo
+demo: install ## Run the platform on embedded defaults: simulate data and summarise it
+	$(RUN) fraudscale generate --days $(DEMO_DAYS) --cards $(DEMO_CARDS) --merchants $(DEMO_MERCHANTS) --out $(DEMO_DIR)/landing
+	$(RUN) fraudscale summary $(DEMO_DIR)/landing
+
+.PHONY: clean
+clean: ## Remove generated data and caches (keeps .venv and .tools)
+	rm -rf data .dagster .pytest_cache .mypy_cache .ruff_cache

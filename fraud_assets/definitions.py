@@ -1,0 +1,5 @@
+"""Entry point of the code location (workspace.yaml loads `defs` from here)."""
+
+import dagster as dg
+
+defs = dg.Definitions()

@@ -1,0 +1,212 @@
+"""The feature contract: names, order, dtype and version of every model input.
+
+Two kinds of feature:
+
+* stateless ones, computed from the transaction alone by `stateless_features`, one vectorised
+  function that batch (Spark mapInPandas), REST and stream all call;
+* stateful ones, declared once as `WindowSpec`s. Spark evaluates them with window functions;
+  the stream and REST paths evaluate them with the incremental reference implementation in
+  `fraud_core.state`. Both follow the semantics written on `WindowSpec`.
+
+`feature_matrix` assembles the model input (float32, in `FEATURE_NAMES` order) from the raw
+transaction columns plus one column per stateful feature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fraud_core.schema import MICROS_PER_SECOND
+
+HOUR_US = 3600 * MICROS_PER_SECOND
+DAY_US = 24 * HOUR_US
+
+MERCHANT_CATEGORIES = (
+    "grocery",
+    "restaurant",
+    "fuel",
+    "retail",
+    "electronics",
+    "travel",
+    "digital_goods",
+    "entertainment",
+    "health",
+    "utilities",
+    "jewelry",
+    "gambling",
+    "cash",
+)
+CHANNELS = ("pos", "contactless", "ecom", "moto", "atm")
+CURRENCIES = ("EUR", "USD", "GBP", "CHF", "SEK", "PLN", "CZK", "JPY", "BRL", "CAD", "AUD")
+COUNTRIES = (
+    "DE", "FR", "NL", "BE", "ES", "IT", "AT", "PT", "IE", "FI",
+    "US", "GB", "CH", "SE", "PL", "CZ", "JP", "BR", "CA", "AU",
+)  # fmt: skip
+"""Known values of each categorical column. Code 0 is "unknown"; a known value is index + 1."""
+
+VOCABULARIES: dict[str, tuple[str, ...]] = {
+    "merchant_category": MERCHANT_CATEGORIES,
+    "channel": CHANNELS,
+    "currency": CURRENCIES,
+    "country": COUNTRIES,
+}
+
+STATELESS_FEATURES = (
+    "log_amount",
+    "hour_of_day",
+    "day_of_week",
+    "is_weekend",
+    "is_night",
+    "is_round_amount",
+    "merchant_category_code",
+    "channel_code",
+    "currency_code",
+    "country_code",
+)
+
+Entity = Literal["card", "merchant"]
+Aggregate = Literal[
+    "count",
+    "amount_sum",
+    "amount_mean",
+    "distinct_merchants",
+    "seconds_since_prev",
+    "amount_to_mean",
+    "new_country",
+    "fraud_rate",
+    "label_count",
+]
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """One stateful feature: an aggregate over an entity's recent history.
+
+    Card windows cover the card's transactions with timestamp in [t - window, t), where t is
+    the current transaction's timestamp in microseconds: strictly earlier transactions only,
+    so two transactions of a card at the same instant do not see each other.
+
+    Merchant windows count labels, bucketed by the hour of their `label_time`: buckets h with
+    hour(t) - window <= h < hour(t). A label therefore counts only from the hour after it
+    became known. In labelled history without label events, a label is known `label_delay`
+    after its transaction (chargebacks arrive late, and features must not see them earlier).
+
+    `default` is the value when the window holds nothing to aggregate.
+    """
+
+    name: str
+    entity: Entity
+    aggregate: Aggregate
+    window_us: int
+    default: float
+
+    @property
+    def window_hours(self) -> int:
+        return self.window_us // HOUR_US
+
+
+def _card_windows() -> tuple[WindowSpec, ...]:
+    specs = []
+    for label, window in (("1h", HOUR_US), ("24h", DAY_US), ("7d", 7 * DAY_US)):
+        specs += [
+            WindowSpec(f"card_txn_count_{label}", "card", "count", window, 0.0),
+            WindowSpec(f"card_amount_sum_{label}", "card", "amount_sum", window, 0.0),
+            WindowSpec(f"card_amount_mean_{label}", "card", "amount_mean", window, 0.0),
+        ]
+    return (
+        *specs,
+        WindowSpec("card_seconds_since_prev", "card", "seconds_since_prev", 7 * DAY_US, -1.0),
+        WindowSpec("card_amount_to_mean_7d", "card", "amount_to_mean", 7 * DAY_US, -1.0),
+        WindowSpec("card_distinct_merchants_24h", "card", "distinct_merchants", DAY_US, 0.0),
+        WindowSpec("card_new_country_7d", "card", "new_country", 7 * DAY_US, 0.0),
+    )
+
+
+CARD_WINDOWS = _card_windows()
+MERCHANT_WINDOWS = (
+    WindowSpec("merchant_fraud_rate_1d", "merchant", "fraud_rate", DAY_US, -1.0),
+    WindowSpec("merchant_fraud_rate_7d", "merchant", "fraud_rate", 7 * DAY_US, -1.0),
+    WindowSpec("merchant_fraud_rate_30d", "merchant", "fraud_rate", 30 * DAY_US, -1.0),
+    WindowSpec("merchant_label_count_30d", "merchant", "label_count", 30 * DAY_US, 0.0),
+)
+WINDOW_SPECS = CARD_WINDOWS + MERCHANT_WINDOWS
+
+LABEL_DELAY_US = 3 * DAY_US
+"""How long after a transaction its label is taken to be known, when history has no label time."""
+
+CARD_RETENTION_US = max(s.window_us for s in CARD_WINDOWS)
+MERCHANT_RETENTION_US = max(s.window_us for s in MERCHANT_WINDOWS) + 7 * DAY_US
+
+STATEFUL_FEATURES = tuple(s.name for s in WINDOW_SPECS)
+FEATURE_NAMES = STATELESS_FEATURES + STATEFUL_FEATURES
+"""Every model input, in the order of the model's input tensor."""
+
+N_FEATURES = len(FEATURE_NAMES)
+
+
+def _version() -> str:
+    definition = {
+        "stateless": STATELESS_FEATURES,
+        "windows": [asdict(s) for s in WINDOW_SPECS],
+        "vocabularies": VOCABULARIES,
+        "label_delay_us": LABEL_DELAY_US,
+    }
+    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
+    return f"1.{digest[:12]}"
+
+
+FEATURE_VERSION = _version()
+"""Changes whenever any definition above changes; a model trained on other features is refused."""
+
+Column: TypeAlias = np.ndarray | pa.Array | pa.ChunkedArray | Sequence[Any]
+
+
+def category_codes(values: Column, vocabulary: Sequence[str]) -> np.ndarray:
+    """Vocabulary index + 1 for each value; 0 for a value outside the vocabulary."""
+    array = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values)
+    index = pc.index_in(array, value_set=pa.array(vocabulary, pa.string()))
+    return np.asarray(pc.fill_null(index, -1), dtype=np.float32) + np.float32(1.0)
+
+
+def stateless_features(columns: Mapping[str, Column]) -> np.ndarray:
+    """Features of each transaction on its own: float32 array (n, len(STATELESS_FEATURES)).
+
+    `columns` holds at least `amount` (float), `timestamp_us` (int64 microseconds UTC) and the
+    categorical columns as strings: numpy arrays, Arrow arrays or sequences.
+    """
+    amount = np.asarray(columns["amount"], dtype=np.float64)
+    ts = np.asarray(columns["timestamp_us"], dtype=np.int64)
+    hour = (ts // HOUR_US) % 24
+    day_of_week = (ts // DAY_US + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0.
+    out = np.empty((amount.shape[0], len(STATELESS_FEATURES)), dtype=np.float32)
+    out[:, 0] = np.log1p(amount)
+    out[:, 1] = hour
+    out[:, 2] = day_of_week
+    out[:, 3] = day_of_week >= 5
+    out[:, 4] = hour < 6
+    out[:, 5] = np.equal(np.mod(amount, 1.0), 0.0)
+    for i, name in enumerate(("merchant_category", "channel", "currency", "country"), start=6):
+        out[:, i] = category_codes(columns[name], VOCABULARIES[name])
+    return out
+
+
+def feature_matrix(columns: Mapping[str, Column]) -> np.ndarray:
+    """The model input, float32 (n, N_FEATURES) in FEATURE_NAMES order.
+
+    Stateless features are computed here; each stateful feature is read from the column of
+    its name (computed by Spark window functions or by the reference implementation).
+    """
+    stateless = stateless_features(columns)
+    out = np.empty((stateless.shape[0], N_FEATURES), dtype=np.float32)
+    out[:, : len(STATELESS_FEATURES)] = stateless
+    for i, name in enumerate(STATEFUL_FEATURES, start=len(STATELESS_FEATURES)):
+        out[:, i] = np.asarray(columns[name], dtype=np.float64)
+    return out

@@ -1,0 +1,1 @@
+"""Real-time REST scoring (Litestar)."""

@@ -1,0 +1,1 @@
+"""Stateful stream scoring from Kafka (Faust)."""

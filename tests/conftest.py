@@ -1,0 +1,68 @@
+"""Shared fixtures: a small simulated history and a real model trained on it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from fraud_core.features import feature_matrix
+from fraud_core.landing import read_landing
+from fraud_core.schema import timestamps_us
+from fraud_core.simulator import SimulationConfig, generate
+from fraud_core.state import replay
+
+SMALL_WORLD = SimulationConfig(days=14, cards=1500, merchants=200, seed=11, fraud_intensity=3.0)
+
+
+@pytest.fixture(scope="session")
+def landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two weeks of simulated labelled transactions in day folders."""
+    root = tmp_path_factory.mktemp("landing")
+    generate(SMALL_WORLD, root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def history(landing: Path) -> pa.Table:
+    return read_landing(landing).sort_by("timestamp")
+
+
+def model_columns(table: pa.Table) -> dict[str, object]:
+    """Raw columns + timestamp_us + reference stateful features, ready for feature_matrix."""
+    return {
+        **{name: table.column(name) for name in table.column_names},
+        "timestamp_us": timestamps_us(table.column("timestamp")),
+        **replay(table),
+    }
+
+
+@pytest.fixture(scope="session")
+def reference_features(history: pa.Table) -> np.ndarray:
+    return feature_matrix(model_columns(history))
+
+
+@pytest.fixture(scope="session")
+def trained(history: pa.Table, reference_features: np.ndarray):  # type: ignore[no-untyped-def]
+    """A LightGBM bundle trained on days 3-9 and validated on days 10-13."""
+    from fraud_core.training import LightGBMParams, train_bundle
+
+    start = SMALL_WORLD.start
+    day = np.asarray([(d.date() - start).days for d in history.column("timestamp").to_pylist()])
+    labels = np.asarray(history.column("is_fraud"))
+    train = (day >= 3) & (day < 10)
+    valid = day >= 10
+    return train_bundle(
+        reference_features[train],
+        labels[train],
+        reference_features[valid],
+        labels[valid],
+        params=LightGBMParams(n_estimators=60, min_child_samples=50),
+    )
+
+
+def utc(*args: int) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=dt.UTC)

@@ -1,0 +1,213 @@
+"""Feature definitions against hand-computed cases: window edges, first rows, label delay."""
+
+import datetime as dt
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from fraud_core.features import (
+    CARD_WINDOWS,
+    FEATURE_NAMES,
+    LABEL_DELAY_US,
+    N_FEATURES,
+    STATEFUL_FEATURES,
+    STATELESS_FEATURES,
+    category_codes,
+    feature_matrix,
+    stateless_features,
+)
+from fraud_core.schema import LABELLED_SCHEMA, to_micros
+from fraud_core.state import (
+    CardEvent,
+    CardState,
+    MerchantState,
+    add_label,
+    card_step,
+    decode_card_state,
+    decode_merchant_state,
+    encode_state,
+    merchant_features,
+    replay,
+)
+from tests.conftest import model_columns, utc
+
+pytestmark = pytest.mark.unit
+
+T0 = to_micros(utc(2026, 1, 5, 12))  # a Monday, noon UTC
+SECOND = 1_000_000
+HOUR = 3600 * SECOND
+DAY = 24 * HOUR
+
+
+def card(values: list[float]) -> dict[str, float]:
+    return dict(zip((s.name for s in CARD_WINDOWS), values, strict=True))
+
+
+def run_card(events: list[CardEvent]) -> list[dict[str, float]]:
+    state = CardState()
+    out = []
+    for event in events:
+        values, state = card_step(state, event)
+        out.append(card(values))
+    return out
+
+
+def test_names_are_unique_and_ordered_stateless_first() -> None:
+    assert len(set(FEATURE_NAMES)) == N_FEATURES
+    assert FEATURE_NAMES == STATELESS_FEATURES + STATEFUL_FEATURES
+
+
+def test_stateless_features_by_hand() -> None:
+    saturday_3am = to_micros(utc(2026, 1, 10, 3, 30))
+    columns = {
+        "amount": [0.0, 99.0],
+        "timestamp_us": [T0, saturday_3am],
+        "merchant_category": ["grocery", "never-seen"],
+        "channel": ["ecom", "pos"],
+        "currency": ["EUR", "XXX"],
+        "country": ["DE", "GB"],
+    }
+    got = dict(zip(STATELESS_FEATURES, stateless_features(columns).T, strict=True))
+    np.testing.assert_allclose(got["log_amount"], [0.0, math.log(100.0)], rtol=1e-6)
+    assert got["hour_of_day"].tolist() == [12, 3]
+    assert got["day_of_week"].tolist() == [0, 5]
+    assert got["is_weekend"].tolist() == [0, 1]
+    assert got["is_night"].tolist() == [0, 1]
+    assert got["is_round_amount"].tolist() == [1, 1]
+    assert got["merchant_category_code"].tolist() == [1, 0]  # unknown -> 0
+    assert got["channel_code"].tolist() == [3, 1]
+    assert got["currency_code"].tolist() == [1, 0]
+    assert got["country_code"].tolist() == [1, 12]
+
+
+def test_category_codes_accept_numpy_arrow_and_lists() -> None:
+    vocab = ("a", "b")
+    for values in (["b", "z"], np.array(["b", "z"]), pa.array(["b", "z"])):
+        assert category_codes(values, vocab).tolist() == [2.0, 0.0]
+
+
+def test_first_transaction_of_a_card_gets_the_defaults() -> None:
+    (first,) = run_card([CardEvent(T0, 10.0, "m1", "DE")])
+    assert first == {spec.name: spec.default for spec in CARD_WINDOWS}
+    assert first["card_seconds_since_prev"] == -1.0
+
+
+def test_card_windows_by_hand() -> None:
+    got = run_card(
+        [
+            CardEvent(T0 - 2 * DAY, 40.0, "m1", "DE"),
+            CardEvent(T0 - 2 * HOUR, 10.0, "m2", "DE"),
+            CardEvent(T0 - 30 * 60 * SECOND, 20.0, "m2", "DE"),
+            CardEvent(T0, 90.0, "m3", "FR"),
+        ]
+    )[-1]
+    assert got["card_txn_count_1h"] == 1
+    assert got["card_amount_sum_1h"] == 20.0
+    assert got["card_txn_count_24h"] == 2
+    assert got["card_amount_mean_24h"] == 15.0
+    assert got["card_txn_count_7d"] == 3
+    assert got["card_amount_sum_7d"] == 70.0
+    assert got["card_seconds_since_prev"] == 1800.0
+    assert got["card_amount_to_mean_7d"] == pytest.approx(90.0 / (70.0 / 3))
+    assert got["card_distinct_merchants_24h"] == 1
+    assert got["card_new_country_7d"] == 1.0
+
+
+def test_window_edges_include_exactly_w_before_and_exclude_one_microsecond_more() -> None:
+    inside = run_card([CardEvent(T0 - HOUR, 5.0, "m", "DE"), CardEvent(T0, 1.0, "m", "DE")])
+    outside = run_card([CardEvent(T0 - HOUR - 1, 5.0, "m", "DE"), CardEvent(T0, 1.0, "m", "DE")])
+    assert inside[-1]["card_txn_count_1h"] == 1
+    assert outside[-1]["card_txn_count_1h"] == 0
+    assert outside[-1]["card_txn_count_24h"] == 1
+
+
+def test_transactions_at_the_same_instant_do_not_see_each_other() -> None:
+    a, b = run_card([CardEvent(T0, 5.0, "m", "DE"), CardEvent(T0, 7.0, "m", "DE")])
+    assert a["card_txn_count_1h"] == b["card_txn_count_1h"] == 0
+
+
+def test_card_state_keeps_only_what_the_longest_window_needs() -> None:
+    state = CardState()
+    for i in range(20):
+        _, state = card_step(state, CardEvent(T0 + i * DAY, 1.0, "m", "DE"))
+    assert len(state.ts) == 8  # the newest, plus the seven days before it
+    assert decode_card_state(encode_state(state)) == state
+
+
+def test_merchant_risk_counts_labels_only_from_the_hour_after_they_are_known() -> None:
+    state = MerchantState()
+    label_time = T0 + 10 * 60 * SECOND  # 12:10
+    add_label(state, label_time, True)
+    add_label(state, label_time, False)
+    names = ("rate_1d", "rate_7d", "rate_30d", "count_30d")
+    same_hour = dict(zip(names, merchant_features(state, T0 + 50 * 60 * SECOND), strict=True))
+    next_hour = dict(zip(names, merchant_features(state, T0 + HOUR), strict=True))
+    after_a_day = dict(zip(names, merchant_features(state, T0 + DAY + HOUR), strict=True))
+    assert same_hour == {"rate_1d": -1.0, "rate_7d": -1.0, "rate_30d": -1.0, "count_30d": 0.0}
+    assert next_hour == {"rate_1d": 0.5, "rate_7d": 0.5, "rate_30d": 0.5, "count_30d": 2.0}
+    assert after_a_day["rate_1d"] == -1.0
+    assert after_a_day["rate_7d"] == 0.5
+    assert decode_merchant_state(encode_state(state)) == state
+
+
+def history_table(rows: list[tuple[str, str, dt.datetime, float, bool]]) -> pa.Table:
+    """(card, merchant, time, amount, is_fraud) -> a labelled history table."""
+    n = len(rows)
+    return pa.table(
+        {
+            "transaction_id": [f"t{i}" for i in range(n)],
+            "card_id": [r[0] for r in rows],
+            "merchant_id": [r[1] for r in rows],
+            "merchant_category": ["retail"] * n,
+            "amount": [r[3] for r in rows],
+            "currency": ["EUR"] * n,
+            "country": ["DE"] * n,
+            "channel": ["pos"] * n,
+            "timestamp": [r[2] for r in rows],
+            "is_fraud": [r[4] for r in rows],
+        },
+        schema=LABELLED_SCHEMA,
+    )
+
+
+def test_replay_applies_the_label_delay() -> None:
+    fraud_time = utc(2026, 1, 5, 12)
+    delay = dt.timedelta(microseconds=LABEL_DELAY_US)
+    table = history_table(
+        [
+            ("c1", "m1", fraud_time, 100.0, True),
+            ("c2", "m1", fraud_time + delay - dt.timedelta(minutes=1), 10.0, False),
+            ("c3", "m1", fraud_time + delay + dt.timedelta(hours=1), 10.0, False),
+        ]
+    )
+    rate = replay(table)["merchant_fraud_rate_7d"]
+    # Before the delay the fraud is unknown; an hour after it, it is the merchant's only label.
+    assert rate.tolist() == [-1.0, -1.0, 1.0]
+
+
+def test_no_leakage_future_rows_do_not_change_past_features() -> None:
+    base = utc(2026, 1, 5, 9)
+    rows = [("c1", "m1", base + dt.timedelta(hours=h), 10.0 + h, h == 3) for h in range(8)]
+    full = feature_matrix(model_columns(history_table(rows)))
+    for cut in range(1, len(rows)):
+        prefix = feature_matrix(model_columns(history_table(rows[:cut])))
+        np.testing.assert_array_equal(prefix, full[:cut])
+    # And changing a later row's amount or label leaves earlier features untouched.
+    altered = [*rows[:5], *[(c, m, t, 9999.0, True) for c, m, t, _, _ in rows[5:]]]
+    np.testing.assert_array_equal(
+        feature_matrix(model_columns(history_table(altered)))[:5], full[:5]
+    )
+
+
+def test_replay_continues_from_given_states() -> None:
+    base = utc(2026, 1, 5, 9)
+    rows = [("c1", "m1", base + dt.timedelta(minutes=10 * i), 5.0, False) for i in range(6)]
+    whole = replay(history_table(rows))
+    cards: dict[str, CardState] = {}
+    merchants: dict[str, MerchantState] = {}
+    first = replay(history_table(rows[:3]), cards, merchants)
+    second = replay(history_table(rows[3:]), cards, merchants)
+    for name in STATEFUL_FEATURES:
+        assert [*first[name], *second[name]] == whole[name].tolist()
