@@ -1,1 +1,1 @@
-"""fraudscale: the one contract every component imports (schemas, features, model bundle, scorer)."""
+"""The one contract every component imports: schemas, features, model bundle, scorer."""
