@@ -114,9 +114,13 @@ def make_world(config: SimulationConfig) -> World:
         rng.choice(len(COUNTRIES), n_merchants, p=_weights(COUNTRIES, _HOME_COUNTRY_WEIGHTS, 0.01)),
         rng.integers(0, len(COUNTRIES), n_merchants),
     )
-    n_breached = max(1, n_merchants // 300)
+    # Breaches hit mid-sized merchants (popularity between the median and the 95th percentile),
+    # so the breached share of traffic stays similar at any number of merchants.
+    low, high = np.quantile(merchant_p, [0.5, 0.95])
+    candidates = np.flatnonzero((merchant_p >= low) & (merchant_p <= high))
+    n_breached = min(len(candidates), max(2, n_merchants // 250))
     breach_start = np.full(n_merchants, -1, dtype=np.int64)
-    breached = rng.choice(n_merchants, n_breached, replace=False)
+    breached = rng.choice(candidates, n_breached, replace=False)
     breach_start[breached] = rng.integers(0, max(1, config.days), n_breached)
     return World(
         card_home=home,
@@ -203,7 +207,7 @@ def _legit(rng: np.random.Generator, world: World, day: int, day_us: int, weekda
     # A breached merchant: part of its traffic during the breach is fraud, at higher amounts.
     start = world.breach_start[merchant]
     in_breach = (start >= 0) & (day >= start) & (day < start + world.breach_days[merchant])
-    breach_fraud = in_breach & (rng.random(n) < 0.1)
+    breach_fraud = in_breach & (rng.random(n) < 0.15)
     amount = np.where(breach_fraud, amount * rng.uniform(1.5, 4.0, n), amount)
     scenario = np.where(breach_fraud, SCENARIOS.index("compromised_merchant"), 0)
     return _Rows(card, merchant, ts, amount, channel, country, breach_fraud, scenario)
