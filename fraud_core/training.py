@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import lightgbm as lgb
 import msgspec
 import numpy as np
+import onnx
 import onnxmltools
 from onnxmltools.convert.common.data_types import FloatTensorType
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -75,25 +76,12 @@ def threshold_for_alert_rate(scores: np.ndarray, alert_rate: float = ALERT_RATE)
     return float(np.quantile(scores.astype(np.float64), 1.0 - alert_rate))
 
 
-def train_bundle(
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    valid_x: np.ndarray,
-    valid_y: np.ndarray,
-    *,
-    name: str = "fraud-lightgbm",
-    version: str = "1",
-    params: LightGBMParams | None = None,
-    alert_rate: float = ALERT_RATE,
-) -> TrainedModel:
-    """Fit on the training rows, then set the threshold and measure on the validation rows.
-
-    Metrics and threshold come from the exported ONNX model, the thing that is served.
-    """
-    for x in (train_x, valid_x):
-        if x.ndim != 2 or x.shape[1] != N_FEATURES:
-            raise ValueError(f"expected (n, {N_FEATURES}) features, got {x.shape}")
+def fit_lightgbm(
+    train_x: np.ndarray, train_y: np.ndarray, params: LightGBMParams | None = None
+) -> lgb.LGBMClassifier:
     p = params or LightGBMParams()
+    if train_x.ndim != 2 or train_x.shape[1] != N_FEATURES:
+        raise ValueError(f"expected (n, {N_FEATURES}) features, got {train_x.shape}")
     model = lgb.LGBMClassifier(
         objective="binary",
         n_estimators=p.n_estimators,
@@ -110,16 +98,41 @@ def train_bundle(
         force_col_wise=True,
         verbose=-1,
     )
-    x_train = np.asarray(train_x, dtype=np.float32)
-    model.fit(x_train, np.asarray(train_y, dtype=np.int8))
-    booster = model.booster_
-    onnx_model = onnxmltools.convert_lightgbm(
+    model.fit(np.asarray(train_x, dtype=np.float32), np.asarray(train_y, dtype=np.int8))
+    return model
+
+
+def export_lightgbm(model: lgb.LGBMClassifier) -> onnx.ModelProto:
+    """The ONNX graph of a fitted LightGBM classifier (float32 thresholds, as ONNX has)."""
+    return onnxmltools.convert_lightgbm(
         model,
         initial_types=[("features", FloatTensorType([None, N_FEATURES]))],
         zipmap=False,
         target_opset=ONNX_OPSET,
     )
-    gain = booster.feature_importance(importance_type="gain").astype(np.float64)
+
+
+def lightgbm_importance(model: lgb.LGBMClassifier) -> np.ndarray:
+    """Each feature's share of the total split gain."""
+    gain = model.booster_.feature_importance(importance_type="gain").astype(np.float64)
+    return gain / max(gain.sum(), 1e-12)
+
+
+def make_model_bundle(
+    onnx_model: onnx.ModelProto,
+    train_x: np.ndarray,
+    valid_x: np.ndarray,
+    valid_y: np.ndarray,
+    *,
+    name: str,
+    version: str,
+    family: str,
+    importance: np.ndarray | None = None,
+    alert_rate: float = ALERT_RATE,
+) -> tuple[ModelBundle, dict[str, float]]:
+    """Bundle an exported model: threshold and metrics are measured on the ONNX graph itself,
+    the thing that is served, on the validation rows."""
+    x_train = np.asarray(train_x, dtype=np.float32)
     draft = BundleMetadata(
         name=name,
         version=version,
@@ -128,14 +141,42 @@ def train_bundle(
         threshold=0.5,
         feature_means=tuple(x_train.mean(axis=0, dtype=np.float64).tolist()),
         feature_scales=tuple(x_train.std(axis=0, dtype=np.float64).tolist()),
-        feature_importance=tuple((gain / max(gain.sum(), 1e-12)).tolist()),
+        feature_importance=tuple(importance.tolist()) if importance is not None else (),
         trained_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        family="lightgbm",
+        family=family,
     )
-    draft_bundle = make_bundle(onnx_model, draft)
-    valid_scores = Scorer(draft_bundle).score(np.asarray(valid_x, dtype=np.float32))
+    valid_scores = Scorer(make_bundle(onnx_model, draft)).score(
+        np.asarray(valid_x, dtype=np.float32)
+    )
     metrics = evaluate(valid_scores, valid_y, alert_rate)
     metadata = msgspec.structs.replace(
         draft, threshold=threshold_for_alert_rate(valid_scores, alert_rate), metrics=metrics
     )
-    return TrainedModel(make_bundle(onnx_model, metadata), booster, metrics)
+    return make_bundle(onnx_model, metadata), metrics
+
+
+def train_bundle(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    valid_x: np.ndarray,
+    valid_y: np.ndarray,
+    *,
+    name: str = "fraud-lightgbm",
+    version: str = "1",
+    params: LightGBMParams | None = None,
+    alert_rate: float = ALERT_RATE,
+) -> TrainedModel:
+    """Fit LightGBM on the training rows, export it, and bundle it with threshold and metrics."""
+    model = fit_lightgbm(train_x, train_y, params)
+    bundle, metrics = make_model_bundle(
+        export_lightgbm(model),
+        train_x,
+        valid_x,
+        valid_y,
+        name=name,
+        version=version,
+        family="lightgbm",
+        importance=lightgbm_importance(model),
+        alert_rate=alert_rate,
+    )
+    return TrainedModel(bundle, model.booster_, metrics)

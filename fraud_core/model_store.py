@@ -1,0 +1,92 @@
+"""The local model store: published bundles by version, and an atomically replaced pointer.
+
+    <root>/versions/<version>/model.onnx   one file per published bundle, never rewritten
+    <root>/CHAMPION                         the version to serve (replaced with os.replace)
+
+Readers (the REST service, the stream workers) resolve the pointer and load that version's
+file; a publisher writes the new version's file first and then swaps the pointer, so a reader
+sees the old champion or the new one, never a mixture. Rolling back is pointing at an older
+version.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from fraud_core.bundle import BundleError, ModelBundle, read_bundle, write_bundle
+
+POINTER = "CHAMPION"
+_VERSION = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class PointerState:
+    """What a watcher compares to notice a new publication cheaply."""
+
+    version: str | None
+    mtime_ns: int
+
+
+class ModelStore:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def _bundle_path(self, version: str) -> Path:
+        if not _VERSION.match(version):
+            raise BundleError(f"invalid model version {version!r}")
+        return self.root / "versions" / version / "model.onnx"
+
+    def add(self, bundle: ModelBundle) -> Path:
+        """Store a bundle under its version, without making it the champion."""
+        return write_bundle(bundle, self._bundle_path(bundle.metadata.version))
+
+    def publish(self, bundle: ModelBundle) -> Path:
+        """Store a bundle and make it the champion."""
+        path = self.add(bundle)
+        self.point_to(bundle.metadata.version)
+        return path
+
+    def point_to(self, version: str) -> None:
+        """Make a stored version the champion (also how a rollback is done)."""
+        if not self._bundle_path(version).exists():
+            raise BundleError(f"model version {version!r} is not in the store at {self.root}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{POINTER}.")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(version + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.root / POINTER)
+
+    def champion_version(self) -> str | None:
+        try:
+            return (self.root / POINTER).read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def pointer_state(self) -> PointerState:
+        try:
+            stat = (self.root / POINTER).stat()
+        except FileNotFoundError:
+            return PointerState(None, 0)
+        return PointerState(self.champion_version(), stat.st_mtime_ns)
+
+    def load(self, version: str, *, validate: bool = True) -> ModelBundle:
+        return read_bundle(self._bundle_path(version), validate=validate)
+
+    def load_champion(self, *, validate: bool = True) -> ModelBundle:
+        """The champion bundle; BundleError when none is published or it fails validation."""
+        version = self.champion_version()
+        if version is None:
+            raise BundleError(f"no model is published in {self.root}")
+        return self.load(version, validate=validate)
+
+    def versions(self) -> list[str]:
+        folder = self.root / "versions"
+        if not folder.exists():
+            return []
+        return sorted(p.parent.name for p in folder.glob("*/model.onnx"))
