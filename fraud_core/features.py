@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fraud_core.schema import MICROS_PER_SECOND
+from fraud_core.schema import MICROS_PER_SECOND, timestamps_us
 
 HOUR_US = 3600 * MICROS_PER_SECOND
 DAY_US = 24 * HOUR_US
@@ -210,3 +210,10 @@ def feature_matrix(columns: Mapping[str, Column]) -> np.ndarray:
     for i, name in enumerate(STATEFUL_FEATURES, start=len(STATELESS_FEATURES)):
         out[:, i] = np.asarray(columns[name], dtype=np.float64)
     return out
+
+
+def arrow_columns(table: pa.Table) -> dict[str, Column]:
+    """A table's columns by name plus `timestamp_us`, as feature_matrix takes them."""
+    columns: dict[str, Column] = {name: table.column(name) for name in table.column_names}
+    columns["timestamp_us"] = timestamps_us(table.column("timestamp"))
+    return columns

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import lightgbm as lgb
 import msgspec
 import numpy as np
+import numpy.typing as npt
 import onnx
 import onnxmltools
 from onnxmltools.convert.common.data_types import FloatTensorType
@@ -53,9 +54,10 @@ class TrainedModel:
 
 
 def evaluate(
-    scores: np.ndarray, labels: np.ndarray, alert_rate: float = ALERT_RATE
+    scores: npt.ArrayLike, labels: npt.ArrayLike, alert_rate: float = ALERT_RATE
 ) -> dict[str, float]:
     """PR-AUC, ROC-AUC, and the share of fraud caught when alerting on the top `alert_rate`."""
+    scores = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int8)
     if y.min() == y.max():
         raise ValueError("evaluation needs both fraud and legitimate examples")
@@ -102,7 +104,7 @@ def fit_lightgbm(
     return model
 
 
-def export_lightgbm(model: lgb.LGBMClassifier) -> onnx.ModelProto:
+def export_lightgbm(model: lgb.LGBMClassifier | lgb.Booster) -> onnx.ModelProto:
     """The ONNX graph of a fitted LightGBM classifier (float32 thresholds, as ONNX has)."""
     return onnxmltools.convert_lightgbm(
         model,
@@ -112,9 +114,10 @@ def export_lightgbm(model: lgb.LGBMClassifier) -> onnx.ModelProto:
     )
 
 
-def lightgbm_importance(model: lgb.LGBMClassifier) -> np.ndarray:
+def lightgbm_importance(model: lgb.LGBMClassifier | lgb.Booster) -> np.ndarray:
     """Each feature's share of the total split gain."""
-    gain = model.booster_.feature_importance(importance_type="gain").astype(np.float64)
+    booster = model.booster_ if isinstance(model, lgb.LGBMClassifier) else model
+    gain = booster.feature_importance(importance_type="gain").astype(np.float64)
     return gain / max(gain.sum(), 1e-12)
 
 

@@ -9,9 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from fraud_core.features import feature_matrix
+from fraud_core.features import arrow_columns, feature_matrix
 from fraud_core.landing import read_landing
-from fraud_core.schema import timestamps_us
 from fraud_core.simulator import SimulationConfig, generate
 from fraud_core.state import replay
 
@@ -33,11 +32,7 @@ def history(landing: Path) -> pa.Table:
 
 def model_columns(table: pa.Table) -> dict[str, object]:
     """Raw columns + timestamp_us + reference stateful features, ready for feature_matrix."""
-    return {
-        **{name: table.column(name) for name in table.column_names},
-        "timestamp_us": timestamps_us(table.column("timestamp")),
-        **replay(table),
-    }
+    return {**arrow_columns(table), **replay(table)}
 
 
 @pytest.fixture(scope="session")

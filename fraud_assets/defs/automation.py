@@ -1,0 +1,94 @@
+"""Jobs, schedules and sensors: nightly scoring, weekly or label-driven retraining, rollback."""
+
+import os
+
+import dagster as dg
+
+from fraud_assets.defs.partitions import LABEL_DELAY_DAYS
+from fraud_assets.defs.resources import MlflowResource, StorageResource
+from fraud_assets.lib.registry import roll_back
+
+nightly_scoring_job = dg.define_asset_job(
+    "nightly_scoring_job",
+    selection=dg.AssetSelection.assets(
+        "raw_transactions", "card_features", "scored_transactions", "fraud_alerts"
+    ),
+    description="Ingest, featurize and score one day.",
+)
+
+nightly_scoring_schedule = dg.build_schedule_from_partitioned_job(
+    nightly_scoring_job, hour_of_day=2, minute_of_hour=0, name="nightly_scoring_schedule"
+)
+"""At 02:00 UTC, score yesterday (the newest complete day)."""
+
+retraining_job = dg.define_asset_job(
+    "retraining_job",
+    selection=dg.AssetSelection.assets(
+        "training_set", "fraud_model", "onnx_model", "quantized_onnx_model", "published_model"
+    ),
+    description="Train, export, quantize, validate and publish a new champion.",
+)
+
+weekly_retraining_schedule = dg.ScheduleDefinition(
+    name="weekly_retraining_schedule",
+    job=retraining_job,
+    cron_schedule="0 4 * * 1",
+    execution_timezone="UTC",
+    description="Retrain every Monday at 04:00 UTC.",
+)
+
+NEW_DAYS_FOR_RETRAINING = int(os.environ.get("FRAUD_ASSETS_RETRAIN_AFTER_DAYS", "7"))
+
+
+@dg.sensor(job=retraining_job, minimum_interval_seconds=3600)
+def new_labelled_days_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    """Retrain once enough days with known labels arrived since the last training set."""
+    materialized = context.instance.get_materialized_partitions(dg.AssetKey("card_features"))
+    labelled = (
+        sorted(materialized)[:-LABEL_DELAY_DAYS] if len(materialized) > LABEL_DELAY_DAYS else []
+    )
+    newest_labelled = labelled[-1] if labelled else None
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("training_set"))
+    trained_through = None
+    if event is not None and event.asset_materialization is not None:
+        value = event.asset_materialization.metadata.get("newest_day")
+        trained_through = getattr(value, "value", None)
+    new_days = [d for d in labelled if trained_through is None or d > trained_through]
+    if newest_labelled is None or len(new_days) < NEW_DAYS_FOR_RETRAINING:
+        return dg.SensorResult(skip_reason=f"{len(new_days)} new labelled days")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"labelled-through-{newest_labelled}")]
+    )
+
+
+class RollbackConfig(dg.Config):
+    registry_version: str
+    """The MLflow registry version to make champion again."""
+
+
+@dg.op
+def point_champion_at(
+    context: dg.OpExecutionContext,
+    config: RollbackConfig,
+    storage: StorageResource,
+    mlflow_tracking: MlflowResource,
+) -> None:
+    champion = roll_back(
+        mlflow_tracking.client(),
+        mlflow_tracking.registered_model,
+        config.registry_version,
+        storage.model_store,
+    )
+    context.log.info(f"champion is now {champion}")
+
+
+@dg.job(description="Point the champion alias and the local model store at an earlier version.")
+def rollback_champion_job() -> None:
+    point_champion_at()
+
+
+defs = dg.Definitions(
+    jobs=[nightly_scoring_job, retraining_job, rollback_champion_job],
+    schedules=[nightly_scoring_schedule, weekly_retraining_schedule],
+    sensors=[new_labelled_days_sensor],
+)

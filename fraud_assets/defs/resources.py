@@ -1,0 +1,95 @@
+"""Resources, and the one place that picks them from the environment (FRAUD_ASSETS_*)."""
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_pyspark import LazyPySparkResource
+
+from fraud_core.model_store import ModelStore
+
+
+class StorageResource(dg.ConfigurableResource):
+    """Where fraudscale keeps its files; relative paths are taken from the working directory."""
+
+    landing_dir: str = "data/landing"
+    """Folder the transactions land in (simulator output or your own Parquet/CSV)."""
+    warehouse_dir: str = "data/warehouse"
+    """Root of the day-partitioned tables the assets write."""
+    model_store_dir: str = "data/models"
+    """The local model store that the REST service and stream workers watch."""
+
+    def table(self, name: str) -> Path:
+        return Path(self.warehouse_dir).resolve() / name
+
+    @property
+    def landing(self) -> Path:
+        return Path(self.landing_dir).resolve()
+
+    @property
+    def model_store(self) -> ModelStore:
+        return ModelStore(Path(self.model_store_dir).resolve())
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking and model registry."""
+
+    tracking_uri: str = ""
+    """A tracking server URL, or empty for a SQLite store under `local_dir`."""
+    local_dir: str = "data/mlflow"
+    """SQLite database and artifact folder when no tracking server is given."""
+    experiment: str = "fraudscale"
+    registered_model: str = "fraudscale-fraud"
+    """Registry name under which champions are registered (alias "champion")."""
+
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        folder = Path(self.local_dir).resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{folder / 'mlflow.db'}"
+
+    def client(self) -> Any:
+        from fraud_assets.lib.registry import tracking_client
+
+        return tracking_client(self)
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"FRAUD_ASSETS_{name}", default)
+
+
+def spark_config() -> dict[str, Any]:
+    """local[*] by default; FRAUD_ASSETS_SPARK_MASTER or FRAUD_ASSETS_SPARK_REMOTE (Spark
+    Connect, sc://host:15002) point at a cluster."""
+    config: dict[str, Any] = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": _env("SPARK_UI", "false"),
+        "spark.sql.shuffle.partitions": _env("SPARK_SHUFFLE_PARTITIONS", "8"),
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "65536",
+        "spark.driver.memory": _env("SPARK_DRIVER_MEMORY", "4g"),
+    }
+    remote = _env("SPARK_REMOTE", "")
+    if remote:
+        config["spark.remote"] = remote
+    else:
+        config["spark.master"] = _env("SPARK_MASTER", "local[*]")
+    return config
+
+
+def get_resources() -> dict[str, Any]:
+    """Resources for this environment: embedded defaults unless FRAUD_ASSETS_* say otherwise."""
+    data = _env("DATA_DIR", "data")
+    return {
+        "storage": StorageResource(
+            landing_dir=_env("LANDING_DIR", f"{data}/landing"),
+            warehouse_dir=_env("WAREHOUSE_DIR", f"{data}/warehouse"),
+            model_store_dir=_env("MODEL_STORE_DIR", f"{data}/models"),
+        ),
+        "mlflow_tracking": MlflowResource(
+            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""),
+            local_dir=_env("MLFLOW_DIR", f"{data}/mlflow"),
+        ),
+        "spark": LazyPySparkResource(spark_config=spark_config()),
+    }

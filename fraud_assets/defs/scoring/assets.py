@@ -1,0 +1,137 @@
+"""scored_transactions and fraud_alerts: the nightly batch scoring on Spark."""
+
+import shutil
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from dagster_pyspark import LazyPySparkResource
+from pyspark.sql import functions as F
+
+from fraud_assets.defs.partitions import daily, partition_days, single_run
+from fraud_assets.defs.publishing.assets import baseline_path, published_model
+from fraud_assets.defs.resources import StorageResource
+from fraud_assets.lib.drift import PSI_ALERT, load_baseline, psi
+from fraud_assets.lib.spark_scoring import SCORED_SCHEMA, score_partitions
+from fraud_assets.lib.warehouse import (
+    day_rows,
+    existing_day_folders,
+    read_days,
+    staging_folder,
+    swap_in_days,
+    write_day,
+)
+from fraud_core.bundle import BundleError
+
+DRIFT_CHECK = dg.AssetCheckSpec("score_drift", asset="scored_transactions")
+
+
+@dg.asset(
+    partitions_def=daily,
+    deps=["card_features", published_model],
+    backfill_policy=single_run,
+    check_specs=[DRIFT_CHECK],
+    group_name="scoring",
+    kinds={"spark", "onnx", "parquet"},
+)
+def scored_transactions(
+    context: dg.AssetExecutionContext, storage: StorageResource, spark: LazyPySparkResource
+) -> dg.MaterializeResult:
+    """Every transaction of the day scored by the published model (Parquet by day and hour)."""
+    days = partition_days(context)
+    try:
+        bundle = storage.model_store.load_champion()
+    except BundleError as exc:
+        raise dg.Failure(description=f"no usable published model: {exc}") from None
+    features = storage.table("card_features")
+    folders = existing_day_folders(features, days)
+    if len(folders) != len(days):
+        raise dg.Failure(description=f"card_features missing for some of {days}")
+    frame = spark.spark_session.read.parquet(*map(str, folders))
+    scored = (
+        frame.withColumn("timestamp_us", F.unix_micros("timestamp"))
+        .mapInPandas(score_partitions(bundle.onnx_bytes), SCORED_SCHEMA)
+        .withColumn("day", F.date_format("timestamp", "yyyy-MM-dd"))
+        .withColumn("hour", F.hour("timestamp"))
+    )
+    table = storage.table("scored_transactions")
+    staging = staging_folder(table)
+    try:
+        scored.repartition("day", "hour").write.partitionBy("day", "hour").parquet(
+            str(staging / "out")
+        )
+        written = swap_in_days(staging / "out", table)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    scores = read_days(table, written, columns=["score", "is_alert"])
+    baseline = load_baseline(baseline_path(storage, bundle.metadata.version))
+    drift = (
+        {
+            d.isoformat(): psi(
+                baseline, read_days(table, [d], ["score"]).column("score").to_numpy()
+            )
+            for d in written
+        }
+        if baseline
+        else {}
+    )
+    worst = max(drift.values(), default=0.0)
+    return dg.MaterializeResult(
+        metadata={
+            "rows": sum(day_rows(table, d) for d in written),
+            "alerts": int(pc.sum(scores.column("is_alert")).as_py() or 0),
+            "mean_score": float(np.mean(scores.column("score").to_numpy())),
+            "model_version": bundle.metadata.version,
+            "psi_by_day": drift,
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="score_drift",
+                passed=bool(baseline) and worst <= PSI_ALERT,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"max_psi": worst, "limit": PSI_ALERT, "has_baseline": bool(baseline)},
+            )
+        ],
+    )
+
+
+@dg.asset(
+    partitions_def=daily,
+    deps=[scored_transactions],
+    backfill_policy=single_run,
+    group_name="scoring",
+    kinds={"parquet"},
+)
+def fraud_alerts(
+    context: dg.AssetExecutionContext, storage: StorageResource
+) -> dg.MaterializeResult:
+    """Transactions of the day scored at or above the model's threshold, with top reasons."""
+    scored_rows = 0
+    every_alert = []
+    for day in partition_days(context):
+        scored = read_days(storage.table("scored_transactions"), [day])
+        alerts = scored.filter(pc.field("is_alert")).sort_by([("score", "descending")])
+        write_day(storage.table("fraud_alerts"), day, alerts)
+        scored_rows += scored.num_rows
+        every_alert.append(alerts)
+    alerts = pa.concat_tables(every_alert)
+    labelled = alerts.filter(pc.is_valid(pc.field("is_fraud")))
+    confirmed = int(pc.sum(labelled.column("is_fraud")).as_py() or 0)
+    reasons = (
+        pc.value_counts(
+            pc.list_flatten(pc.split_pattern(alerts.column("reasons"), ","))
+        ).to_pylist()
+        if alerts.num_rows
+        else []
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "alerts": alerts.num_rows,
+            "alert_rate": alerts.num_rows / max(scored_rows, 1),
+            "confirmed_fraud_share": confirmed / max(labelled.num_rows, 1),
+            "top_reasons": {
+                r["values"]: r["counts"] for r in sorted(reasons, key=lambda r: -r["counts"])[:5]
+            },
+        }
+    )

@@ -1,0 +1,89 @@
+"""Real parts for the asset graph: a Spark session, a Dagster instance, an MLflow store."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from dagster_pyspark import LazyPySparkResource
+
+from fraud_assets.definitions import ASSETS, CHECKS
+from fraud_assets.defs.resources import MlflowResource, StorageResource, spark_config
+from tests.conftest import SMALL_WORLD
+
+DAYS = [SMALL_WORLD.start + dt.timedelta(days=i) for i in range(SMALL_WORLD.days)]
+TRAINING_CONFIG = {"ops": {"training_set": {"config": {"warmup_days": 2, "validation_days": 3}}}}
+
+
+@pytest.fixture(scope="session")
+def spark_resource() -> Iterator[LazyPySparkResource]:
+    config = {**spark_config(), "spark.master": "local[2]", "spark.sql.shuffle.partitions": "4"}
+    resource = LazyPySparkResource(spark_config=config)
+    yield resource
+    resource.spark_session.stop()
+
+
+@pytest.fixture(scope="session")
+def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.DagsterInstance]:
+    """A real Dagster instance with SQLite storage in a temporary DAGSTER_HOME."""
+    with dg.DagsterInstance.local_temp(str(tmp_path_factory.mktemp("dagster_home"))) as inst:
+        yield inst
+
+
+def make_resources(
+    root: Path, landing: Path, spark: LazyPySparkResource, models: Path | None = None
+) -> dict[str, Any]:
+    return {
+        "storage": StorageResource(
+            landing_dir=str(landing),
+            warehouse_dir=str(root / "warehouse"),
+            model_store_dir=str(models or root / "models"),
+        ),
+        "mlflow_tracking": MlflowResource(local_dir=str(root / "mlflow")),
+        "spark": spark,
+    }
+
+
+def all_assets() -> list[Any]:
+    return [*ASSETS, *CHECKS]
+
+
+def run_range(
+    instance: dg.DagsterInstance,
+    resources: dict[str, Any],
+    selection: list[str],
+    first: dt.date,
+    last: dt.date,
+) -> dg.ExecuteInProcessResult:
+    """One run over a range of days, as a single-run backfill launches it."""
+    return dg.materialize(
+        all_assets(),
+        selection=selection,
+        instance=instance,
+        resources=resources,
+        tags={
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+        },
+    )
+
+
+def run_unpartitioned(
+    instance: dg.DagsterInstance,
+    resources: dict[str, Any],
+    selection: list[str],
+    *,
+    raise_on_error: bool = True,
+) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        all_assets(),
+        selection=selection,
+        instance=instance,
+        resources=resources,
+        run_config=TRAINING_CONFIG,
+        raise_on_error=raise_on_error,
+    )

@@ -1,0 +1,168 @@
+"""The whole asset graph on a real Spark session, Dagster instance and MLflow store."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from mlflow import MlflowClient
+
+from fraud_assets.lib.registry import CHAMPION_ALIAS, roll_back
+from fraud_assets.lib.warehouse import read_days
+from fraud_core.features import STATEFUL_FEATURES
+from fraud_core.state import replay
+from tests.fraud_assets.conftest import DAYS, make_resources, run_range, run_unpartitioned
+
+pytestmark = pytest.mark.integration
+
+TRAINING = ["training_set", "fraud_model", "onnx_model", "quantized_onnx_model", "published_model"]
+SCORED_DAYS = DAYS[-3:]
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory, landing, instance, spark_resource) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """Ingest and featurize every day (one single-run backfill), train and publish, score."""
+    root = tmp_path_factory.mktemp("platform")
+    resources = make_resources(root, landing, spark_resource)
+    run_range(instance, resources, ["raw_transactions", "card_features"], DAYS[0], DAYS[-1])
+    training = run_unpartitioned(instance, resources, TRAINING)
+    run_range(
+        instance,
+        resources,
+        ["scored_transactions", "fraud_alerts"],
+        SCORED_DAYS[0],
+        SCORED_DAYS[-1],
+    )
+    return {"root": root, "resources": resources, "training": training}
+
+
+def table(platform: dict[str, Any], name: str, days: list) -> pa.Table:  # type: ignore[type-arg]
+    return read_days(platform["resources"]["storage"].table(name), days)
+
+
+def test_spark_features_equal_the_reference_implementation(platform, history) -> None:  # type: ignore[no-untyped-def]
+    spark = table(platform, "card_features", DAYS).sort_by("transaction_id")
+    reference = replay(history)
+    order = pc.sort_indices(history.column("transaction_id"))
+    assert spark.column("transaction_id").equals(pc.take(history.column("transaction_id"), order))
+    for name in STATEFUL_FEATURES:
+        expected = np.asarray(reference[name])[order.to_numpy()].astype(np.float32)
+        got = spark.column(name).to_numpy().astype(np.float32)
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_every_ingested_row_is_kept_or_quarantined(platform, history) -> None:  # type: ignore[no-untyped-def]
+    assert table(platform, "raw_transactions", DAYS).num_rows == history.num_rows
+
+
+def test_publishing_gives_a_champion_in_mlflow_and_the_model_store(platform) -> None:  # type: ignore[no-untyped-def]
+    storage = platform["resources"]["storage"]
+    bundle = storage.model_store.load_champion()
+    assert bundle.metadata.metrics["pr_auc"] > 0.3
+    published = platform["training"].asset_materializations_for_node("published_model")[0]
+    registry_version = published.metadata["registry_version"].value
+    client = MlflowClient(platform["resources"]["mlflow_tracking"].resolved_tracking_uri())
+    champion = client.get_model_version_by_alias("fraudscale-fraud", CHAMPION_ALIAS)
+    assert str(champion.version) == registry_version
+    assert champion.tags["bundle_version"] == bundle.metadata.version
+    run = client.get_run(champion.run_id)
+    assert {"pr_auc", "roc_auc", "recall_at_alert_rate"} <= set(run.data.metrics)
+
+
+def test_checks_ran_and_passed(platform) -> None:  # type: ignore[no-untyped-def]
+    results = {c.check_name: c.passed for c in platform["training"].get_asset_check_evaluations()}
+    assert results["fraud_model_quality"]
+    assert results["onnx_matches_native"]
+    assert results["onnx_single_row_latency"]
+    assert "int8_quality_and_determinism" in results
+
+
+def test_scored_days_have_one_row_per_input_and_alerts_above_threshold(platform) -> None:  # type: ignore[no-untyped-def]
+    storage = platform["resources"]["storage"]
+    threshold = storage.model_store.load_champion().metadata.threshold
+    for day in SCORED_DAYS:
+        features = table(platform, "card_features", [day])
+        scored = table(platform, "scored_transactions", [day])
+        assert scored.num_rows == features.num_rows
+        assert pc.count_distinct(scored.column("transaction_id")).as_py() == scored.num_rows
+        alerts = table(platform, "fraud_alerts", [day])
+        assert alerts.num_rows == pc.sum(scored.column("is_alert")).as_py()
+        assert pc.min(alerts.column("score")).as_py() >= np.float32(threshold)
+        assert all(alerts.column("reasons").to_pylist())
+
+
+def test_batch_scores_equal_the_scorer_on_reference_features(platform, history) -> None:  # type: ignore[no-untyped-def]
+    from fraud_core.features import arrow_columns, feature_matrix
+    from fraud_core.scorer import Scorer
+
+    scorer = Scorer(platform["resources"]["storage"].model_store.load_champion())
+    expected = scorer.score(feature_matrix({**arrow_columns(history), **replay(history)}))
+    by_id = dict(zip(history.column("transaction_id").to_pylist(), expected, strict=True))
+    scored = table(platform, "scored_transactions", SCORED_DAYS)
+    want = np.array([by_id[t] for t in scored.column("transaction_id").to_pylist()])
+    np.testing.assert_allclose(scored.column("score").to_numpy(), want, atol=1e-6)
+
+
+def test_rerunning_a_partition_replaces_it(platform, instance) -> None:  # type: ignore[no-untyped-def]
+    day = SCORED_DAYS[0]
+    before = table(platform, "scored_transactions", [day]).sort_by("transaction_id")
+    run_range(instance, platform["resources"], ["scored_transactions"], day, day)
+    after = table(platform, "scored_transactions", [day]).sort_by("transaction_id")
+    assert after.equals(before)
+    folder = platform["resources"]["storage"].table("scored_transactions")
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".staging")]
+
+
+def test_a_model_trained_on_corrupted_labels_is_not_published(
+    platform, tmp_path, instance, spark_resource, landing
+) -> None:  # type: ignore[no-untyped-def]
+    resources = make_resources(
+        tmp_path, landing, spark_resource, models=platform["root"] / "models"
+    )
+    resources["mlflow_tracking"] = platform["resources"]["mlflow_tracking"]
+    store = resources["storage"].model_store
+    champion_before = store.champion_version()
+    # The same features, with labels shuffled: what a broken label feed produces.
+    source = platform["resources"]["storage"].table("card_features")
+    target = resources["storage"].table("card_features")
+    shutil.copytree(source, target)
+    rng = np.random.default_rng(1)
+    for path in target.rglob("*.parquet"):
+        data = pq.read_table(path)
+        labels = data.column("is_fraud").to_numpy(zero_copy_only=False)
+        pq.write_table(
+            data.set_column(
+                data.schema.get_field_index("is_fraud"),
+                "is_fraud",
+                pa.array(rng.permutation(labels)),
+            ),
+            path,
+        )
+    result = run_unpartitioned(instance, resources, TRAINING, raise_on_error=False)
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not checks["fraud_model_quality"].passed
+    assert not result.asset_materializations_for_node("published_model")
+    assert store.champion_version() == champion_before
+
+
+def test_rollback_points_alias_and_store_at_the_earlier_version(platform, instance) -> None:  # type: ignore[no-untyped-def]
+    resources = platform["resources"]
+    storage, tracking = resources["storage"], resources["mlflow_tracking"]
+    first = storage.model_store.champion_version()
+    client = MlflowClient(tracking.resolved_tracking_uri())
+    first_registry = client.get_model_version_by_alias(
+        tracking.registered_model, CHAMPION_ALIAS
+    ).version
+    run_unpartitioned(instance, resources, TRAINING)  # a second champion
+    assert storage.model_store.champion_version() != first
+    roll_back(tracking.client(), tracking.registered_model, first_registry, storage.model_store)
+    assert storage.model_store.champion_version() == first
+    assert (
+        client.get_model_version_by_alias(tracking.registered_model, CHAMPION_ALIAS).version
+        == first_registry
+    )
