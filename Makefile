@@ -9,10 +9,10 @@ UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := .venv
+export DAGSTER_HOME := $(CURDIR)
 RUN := $(UV) run --frozen
 
-DEMO_DIR ?= data/demo
-DEMO_DAYS ?= 14
+DEMO_DAYS ?= 21
 DEMO_CARDS ?= 5000
 DEMO_MERCHANTS ?= 500
 
@@ -55,9 +55,18 @@ test-unit: install ## Only the fast tests that start no external service
 	$(RUN) pytest -m unit
 
 .PHONY: demo
-demo: install ## Run the platform on embedded defaults: simulate data and summarise it
-	$(RUN) fraudscale generate --days $(DEMO_DAYS) --cards $(DEMO_CARDS) --merchants $(DEMO_MERCHANTS) --out $(DEMO_DIR)/landing
-	$(RUN) fraudscale summary $(DEMO_DIR)/landing
+demo: install ## Run the platform on embedded defaults: simulate, ingest, train, publish, score
+	$(RUN) fraudscale generate --days $(DEMO_DAYS) --cards $(DEMO_CARDS) --merchants $(DEMO_MERCHANTS) --out data/landing
+	$(RUN) fraudscale summary data/landing
+	$(RUN) python -m fraud_assets.demo
+
+.PHONY: dagster
+dagster: install ## Open the Dagster UI on the asset graph (http://127.0.0.1:3000)
+	$(RUN) dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+.PHONY: mlflow-ui
+mlflow-ui: install ## Open the MLflow UI on the local tracking store (http://127.0.0.1:5000)
+	$(RUN) mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db --host 127.0.0.1 --port 5000
 
 .PHONY: clean
 clean: ## Remove generated data and caches (keeps .venv and .tools)

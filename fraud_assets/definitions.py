@@ -11,8 +11,12 @@ from fraud_assets.defs.scoring import assets as scoring
 from fraud_assets.defs.training import assets as training
 from fraud_assets.defs.training import checks as training_checks
 
-ASSETS = dg.load_assets_from_modules([ingest, features, training, publishing, scoring])
-CHECKS = dg.load_asset_checks_from_modules([training_checks])
+ASSETS: list[dg.AssetsDefinition] = [
+    a
+    for a in dg.load_assets_from_modules([ingest, features, training, publishing, scoring])
+    if isinstance(a, dg.AssetsDefinition)
+]
+CHECKS = list(dg.load_asset_checks_from_modules([training_checks]))
 
 defs = dg.Definitions.merge(
     dg.Definitions(assets=ASSETS, asset_checks=CHECKS, resources=get_resources()),
