@@ -1,25 +1,19 @@
 """scored_transactions and fraud_alerts: the nightly batch scoring on Spark."""
 
-import shutil
-
 import dagster as dg
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dagster_pyspark import LazyPySparkResource
-from pyspark.sql import functions as F
 
 from fraud_assets.defs.partitions import daily, partition_days, single_run
 from fraud_assets.defs.publishing.assets import baseline_path, published_model
 from fraud_assets.defs.resources import StorageResource
+from fraud_assets.lib.batch import score_days
 from fraud_assets.lib.drift import PSI_ALERT, load_baseline, psi
-from fraud_assets.lib.spark_scoring import SCORED_SCHEMA, score_partitions
 from fraud_assets.lib.warehouse import (
     day_rows,
-    existing_day_folders,
     read_days,
-    staging_folder,
-    swap_in_days,
     write_day,
 )
 from fraud_core.bundle import BundleError
@@ -44,26 +38,13 @@ def scored_transactions(
         bundle = storage.model_store.load_champion()
     except BundleError as exc:
         raise dg.Failure(description=f"no usable published model: {exc}") from None
-    features = storage.table("card_features")
-    folders = existing_day_folders(features, days)
-    if len(folders) != len(days):
-        raise dg.Failure(description=f"card_features missing for some of {days}")
-    frame = spark.spark_session.read.parquet(*map(str, folders))
-    scored = (
-        frame.withColumn("timestamp_us", F.unix_micros("timestamp"))
-        .mapInPandas(score_partitions(bundle.onnx_bytes), SCORED_SCHEMA)
-        .withColumn("day", F.date_format("timestamp", "yyyy-MM-dd"))
-        .withColumn("hour", F.hour("timestamp"))
-    )
     table = storage.table("scored_transactions")
-    staging = staging_folder(table)
     try:
-        scored.repartition("day", "hour").write.partitionBy("day", "hour").parquet(
-            str(staging / "out")
+        written = score_days(
+            spark.spark_session, storage.table("card_features"), days, bundle, table
         )
-        written = swap_in_days(staging / "out", table)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    except FileNotFoundError as exc:
+        raise dg.Failure(description=str(exc)) from None
     scores = read_days(table, written, columns=["score", "is_alert"])
     baseline = load_baseline(baseline_path(storage, bundle.metadata.version))
     drift = (
