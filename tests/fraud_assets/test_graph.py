@@ -166,3 +166,14 @@ def test_rollback_points_alias_and_store_at_the_earlier_version(platform, instan
         client.get_model_version_by_alias(tracking.registered_model, CHAMPION_ALIAS).version
         == first_registry
     )
+
+
+def test_sensor_waits_for_new_labelled_days_then_asks_for_retraining(platform, instance) -> None:  # type: ignore[no-untyped-def]
+    import dagster as dg
+
+    from fraud_assets.defs.automation import new_labelled_days_sensor
+
+    # Just trained on every labelled day: nothing new, so no run.
+    result = new_labelled_days_sensor(dg.build_sensor_context(instance=instance))
+    assert not result.run_requests
+    assert "0 new labelled days" in (result.skip_reason.skip_message or "")

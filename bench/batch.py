@@ -1,0 +1,307 @@
+"""Batch scoring: the Spark path of the asset graph against a single-process DuckDB pipeline.
+
+Both sides read the same raw day folders (a target day plus its card look-back), compute the
+same 17 stateful features (both from fraud_core's window specs: Spark window functions on
+one side, DuckDB SQL window functions on the other), build the model input with fraud_core's
+`feature_matrix`, score with the same ONNX bundle, and write Parquet partitioned by hour.
+The Spark side is the assets' own code (`featurize_days` + `score_days`).
+
+    uv run python -m bench.batch --rows 10000000        # the issue's size
+    uv run python -m bench.batch --rows 1000000         # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from rich.console import Console
+from rich.table import Table
+
+from fraud_core.bundle import ModelBundle
+from fraud_core.features import (
+    CARD_WINDOWS,
+    FEATURE_NAMES,
+    HOUR_US,
+    LABEL_DELAY_US,
+    MERCHANT_WINDOWS,
+    STATEFUL_FEATURES,
+    arrow_columns,
+    feature_matrix,
+)
+from fraud_core.schema import timestamps_us
+from fraud_core.scorer import Scorer
+from fraud_core.simulator import SimulationConfig, generate
+
+console = Console()
+RESULTS = Path(__file__).with_name("results")
+
+
+@dataclass(frozen=True)
+class Timing:
+    name: str
+    seconds: float
+    rows: int
+
+
+def make_model(workdir: Path) -> ModelBundle:
+    """A LightGBM-100 bundle trained on separate simulated history (reference features)."""
+    from fraud_core.landing import read_landing
+    from fraud_core.state import replay
+    from fraud_core.training import LightGBMParams, train_bundle
+
+    config = SimulationConfig(days=12, cards=6000, merchants=600, seed=99, fraud_intensity=3.0)
+    generate(config, workdir / "train_landing")
+    history = read_landing(workdir / "train_landing").sort_by("timestamp")
+    x = feature_matrix({**arrow_columns(history), **replay(history)})
+    y = np.asarray(history.column("is_fraud"))
+    ts = timestamps_us(history.column("timestamp"))
+    day = (ts - ts.min()) // (24 * HOUR_US)
+    train, valid = (day >= 2) & (day < 9), day >= 9
+    model = train_bundle(
+        x[train], y[train], x[valid], y[valid], params=LightGBMParams(n_estimators=100)
+    )
+    return model.bundle
+
+
+def _card_sql(spec_name: str, aggregate: str, window: str, default: float) -> str:
+    count = f"count(*) OVER {window}"
+    total = f"sum(amount) OVER {window}"
+    value = {
+        "count": f"{count}::DOUBLE",
+        "amount_sum": total,
+        "amount_mean": f"{total} / {count}",
+        "seconds_since_prev": f"(ts_us - max(ts_us) OVER {window}) / 1e6",
+        "amount_to_mean": f"CASE WHEN {total} > 0 THEN amount * {count} / {total} END",
+        "distinct_merchants": f"count(DISTINCT merchant_id) OVER {window}::DOUBLE",
+        "new_country": (
+            f"CASE WHEN list_contains(list(country) OVER {window}, country) THEN 0.0 ELSE 1.0 END"
+        ),
+    }[aggregate]
+    return (
+        f"CASE WHEN {count} > 0 THEN coalesce({value}, {default}) ELSE {default} END AS {spec_name}"
+    )
+
+
+def duckdb_features(raw_files: list[str], start_us: int, end_us: int) -> pa.Table:
+    """The 17 stateful features in DuckDB SQL, derived from the same WindowSpecs."""
+    con = duckdb.connect()
+    con.execute(f"SET threads TO {os.cpu_count() or 1}")
+    windows = sorted({s.window_us for s in CARD_WINDOWS})
+    window_sql = ", ".join(
+        f"w{w} AS (PARTITION BY card_id ORDER BY ts_us RANGE BETWEEN {w} PRECEDING AND 1 PRECEDING)"
+        for w in windows
+    )
+    card_columns = ",\n".join(
+        _card_sql(s.name, s.aggregate, f"w{s.window_us}", s.default) for s in CARD_WINDOWS
+    )
+    merchant_columns = []
+    for s in MERCHANT_WINDOWS:
+        frame = (
+            "(PARTITION BY merchant_id ORDER BY hour "
+            f"RANGE BETWEEN {s.window_hours} PRECEDING AND 1 PRECEDING)"
+        )
+        labelled = f"coalesce(sum(labelled) OVER {frame}, 0)"
+        fraud = f"coalesce(sum(fraud) OVER {frame}, 0)"
+        value = (
+            f"{labelled}::DOUBLE"
+            if s.aggregate == "label_count"
+            else f"CASE WHEN {labelled} > 0 THEN {fraud} / {labelled} ELSE {s.default} END"
+        )
+        merchant_columns.append(f"{value} AS {s.name}")
+    files = ", ".join(f"'{f}'" for f in raw_files)
+    sql = f"""
+    WITH hist AS (
+        SELECT transaction_id, card_id, merchant_id, merchant_category, amount, currency, country,
+               channel, timestamp, is_fraud, epoch_us(timestamp) AS ts_us
+        FROM read_parquet([{files}])
+    ),
+    cards AS (
+        SELECT *, {card_columns}
+        FROM hist WINDOW {window_sql}
+    ),
+    targets AS (SELECT * FROM cards WHERE ts_us >= {start_us} AND ts_us < {end_us}),
+    labels AS (
+        SELECT merchant_id, (ts_us + {LABEL_DELAY_US}) // {HOUR_US} AS hour,
+               count(*) AS labelled, sum(is_fraud::INT) AS fraud, false AS is_query
+        FROM hist WHERE is_fraud IS NOT NULL GROUP BY ALL
+    ),
+    queries AS (
+        SELECT DISTINCT merchant_id, ts_us // {HOUR_US} AS hour, 0 AS labelled, 0 AS fraud,
+               true AS is_query
+        FROM targets
+    ),
+    risk AS (
+        SELECT merchant_id, hour, is_query, {", ".join(merchant_columns)}
+        FROM (SELECT * FROM labels UNION ALL SELECT * FROM queries)
+    )
+    SELECT t.*, {", ".join(f"r.{s.name}" for s in MERCHANT_WINDOWS)}
+    FROM targets t JOIN risk r
+      ON r.is_query AND r.merchant_id = t.merchant_id AND r.hour = t.ts_us // {HOUR_US}
+    """
+    return con.sql(sql).to_arrow_table()
+
+
+def run_duckdb(
+    raw_files: list[str], start_us: int, end_us: int, bundle: ModelBundle, out: Path
+) -> int:
+    features = duckdb_features(raw_files, start_us, end_us)
+    scorer = Scorer(bundle)
+    parts = []
+    for batch in features.to_batches(max_chunksize=65_536):
+        chunk = pa.Table.from_batches([batch])
+        x = feature_matrix(arrow_columns(chunk))
+        scores = scorer.score(x)
+        parts.append(
+            pa.table(
+                {
+                    "transaction_id": chunk.column("transaction_id"),
+                    "score": pa.array(scores),
+                    "is_alert": pa.array(scores >= np.float32(scorer.threshold)),
+                    "hour": pc.hour(chunk.column("timestamp")),
+                }
+            )
+        )
+    scored = pa.concat_tables(parts)
+    ds.write_dataset(
+        scored, out, format="parquet", partitioning=["hour"], partitioning_flavor="hive",
+        existing_data_behavior="delete_matching",
+    )  # fmt: skip
+    return scored.num_rows
+
+
+def run_spark(
+    raw: Path, day: dt.date, bundle: ModelBundle, work: Path, master: str
+) -> tuple[int, float]:
+    from pyspark.sql import SparkSession
+
+    from fraud_assets.defs.resources import spark_config
+    from fraud_assets.lib.batch import featurize_days, score_days
+    from fraud_assets.lib.warehouse import day_rows
+
+    start = time.perf_counter()
+    builder = SparkSession.builder
+    for key, value in {**spark_config(), "spark.master": master}.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    startup = time.perf_counter() - start
+    t0 = time.perf_counter()
+    featurize_days(session, raw, [day], work / "card_features")
+    t1 = time.perf_counter()
+    score_days(session, work / "card_features", [day], bundle, work / "scored")
+    t2 = time.perf_counter()
+    session.stop()
+    console.print(
+        f"Spark: start-up {startup:.1f} s, featurize {t1 - t0:.1f} s, score {t2 - t1:.1f} s"
+    )
+    return day_rows(work / "scored", day), startup
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=10_000_000, help="rows in the scored day")
+    parser.add_argument("--lookback-days", type=int, default=7)
+    parser.add_argument("--workdir", type=Path, default=Path("data/bench/batch"))
+    parser.add_argument("--spark-master", default="local[2]")
+    args = parser.parse_args()
+    work: Path = args.workdir
+    shutil.rmtree(work / "out", ignore_errors=True)
+    days = args.lookback_days + 1
+    cards = max(1000, int(args.rows / 2.05))
+    config = SimulationConfig(days=days, cards=cards, merchants=max(500, cards // 100), seed=5)
+    raw = work / f"raw-{args.rows}-{days}"
+    if not raw.exists():
+        console.print(f"generating {days} days with {cards:,} cards into {raw}")
+        generate(config, raw)
+    target = config.start + dt.timedelta(days=days - 1)
+    files = sorted(str(p) for p in raw.rglob("*.parquet"))
+    bundle = make_model(work)
+    start_us = (
+        int(dt.datetime(target.year, target.month, target.day, tzinfo=dt.UTC).timestamp()) * 10**6
+    )
+    end_us = start_us + 24 * HOUR_US
+
+    t0 = time.perf_counter()
+    peer_rows = run_duckdb(files, start_us, end_us, bundle, work / "out" / "duckdb")
+    peer = Timing("DuckDB + onnxruntime (1 process)", time.perf_counter() - t0, peer_rows)
+    t0 = time.perf_counter()
+    spark_rows, startup = run_spark(raw, target, bundle, work / "out" / "spark", args.spark_master)
+    ours = Timing(
+        f"fraudscale Spark {args.spark_master} (assets' code)", time.perf_counter() - t0, spark_rows
+    )
+
+    spark_scores = (
+        ds.dataset(work / "out" / "spark" / "scored", format="parquet")
+        .to_table(columns=["transaction_id", "score"])
+        .sort_by("transaction_id")
+    )
+    peer_scores = (
+        ds.dataset(work / "out" / "duckdb", format="parquet")
+        .to_table(columns=["transaction_id", "score"])
+        .sort_by("transaction_id")
+    )
+    same_ids = spark_scores.column("transaction_id").equals(peer_scores.column("transaction_id"))
+    max_diff = (
+        float(
+            np.max(
+                np.abs(
+                    spark_scores.column("score").to_numpy() - peer_scores.column("score").to_numpy()
+                )
+            )
+        )
+        if same_ids
+        else float("nan")
+    )
+
+    table = Table(
+        title=f"batch: 1 day of {spark_rows:,} transactions (+{args.lookback_days} look-back days)"
+    )
+    for column in ("pipeline", "seconds", "rows/s", "vs DuckDB"):
+        table.add_column(column, justify="right")
+    for timing in (peer, ours):
+        table.add_row(
+            timing.name, f"{timing.seconds:.1f}", f"{timing.rows / timing.seconds:,.0f}",
+            f"{timing.seconds / peer.seconds:.2f}x",
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"Spark session start-up {startup:.1f} s (included); same rows on both sides: {same_ids}; "
+        f"max |score difference| {max_diff:.2e}; features: {len(STATEFUL_FEATURES)} stateful + "
+        f"{len(FEATURE_NAMES) - len(STATEFUL_FEATURES)} stateless"
+    )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "batch.json").write_text(
+        json.dumps(
+            {
+                "rows": spark_rows,
+                "lookback_days": args.lookback_days,
+                "duckdb_seconds": peer.seconds,
+                "spark_seconds": ours.seconds,
+                "spark_startup_seconds": startup,
+                "ratio": ours.seconds / peer.seconds,
+                "same_rows": same_ids,
+                "max_score_difference": max_diff,
+                "cpu_count": os.cpu_count(),
+                "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

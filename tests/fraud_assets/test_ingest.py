@@ -1,0 +1,49 @@
+"""Ingest keeps every landed row: valid ones in raw_transactions, the rest quarantined."""
+
+import datetime as dt
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from fraud_assets.defs.ingest.assets import QUARANTINE_TABLE, ingest_day
+from fraud_assets.defs.resources import StorageResource
+from fraud_assets.lib.warehouse import read_days
+
+pytestmark = pytest.mark.unit
+
+
+def test_bad_rows_are_quarantined_with_reasons_and_counted(
+    tmp_path: Path, history: pa.Table
+) -> None:
+    day = dt.date(2026, 1, 6)
+    rows = history.filter(
+        pc.equal(pc.strftime(history.column("timestamp"), "%Y-%m-%d"), day.isoformat())
+    )
+    amounts = rows.column("amount").to_pylist()
+    amounts[0] = -4.0
+    stamps = rows.column("timestamp").to_pylist()
+    stamps[1] = stamps[1] + dt.timedelta(days=2)
+    landed = rows.set_column(4, "amount", pa.array(amounts)).set_column(
+        8, "timestamp", pa.array(stamps, pa.timestamp("us", tz="UTC"))
+    )
+    folder = tmp_path / "landing" / f"day={day}"
+    folder.mkdir(parents=True)
+    pq.write_table(landed, folder / "x.parquet")
+    storage = StorageResource(
+        landing_dir=str(tmp_path / "landing"), warehouse_dir=str(tmp_path / "wh")
+    )
+
+    result = ingest_day(storage, day)
+
+    assert result["rows"] == rows.num_rows - 2
+    assert result["quarantined_rows"] == 2
+    assert result["reasons"] == {"amount: negative": 1, f"timestamp: not on {day}": 1}
+    kept = read_days(storage.table("raw_transactions"), [day])
+    quarantined = read_days(storage.table(QUARANTINE_TABLE), [day])
+    assert kept.num_rows + quarantined.num_rows == rows.num_rows
+    assert sorted(quarantined.column("transaction_id").to_pylist()) == sorted(
+        rows.column("transaction_id").to_pylist()[:2]
+    )
