@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql.window import WindowSpec as WindowSpec_
 
 from fraud_core.features import (
     CARD_WINDOWS,
@@ -22,10 +23,35 @@ from fraud_core.features import (
 from fraud_core.schema import MICROS_PER_SECOND
 
 
+def _frame(window_us: int) -> WindowSpec_:
+    return Window.partitionBy("card_id").orderBy("ts_us").rangeBetween(-window_us, -1)
+
+
+# Each frame's aggregates are computed once and shared by every spec over that frame: Spark
+# recomputes a sliding aggregate for each row, so duplicates cost real time.
+_NEEDS = {
+    "seconds_since_prev": ("last_ts", lambda: F.max("ts_us")),
+    "distinct_merchants": ("merchants", lambda: F.collect_set("merchant_id")),
+    "new_country": ("countries", lambda: F.collect_set("country")),
+}
+
+
+def _base_columns(window_us: int) -> dict[str, Column]:
+    frame = _frame(window_us)
+    columns = {
+        f"_count_{window_us}": F.count(F.lit(1)).over(frame),
+        f"_sum_{window_us}": F.sum("amount").over(frame),
+    }
+    for spec in CARD_WINDOWS:
+        if spec.window_us == window_us and spec.aggregate in _NEEDS:
+            name, aggregate = _NEEDS[spec.aggregate]
+            columns[f"_{name}_{window_us}"] = aggregate().over(frame)
+    return columns
+
+
 def _card_expression(spec: WindowSpec) -> Column:
-    frame = Window.partitionBy("card_id").orderBy("ts_us").rangeBetween(-spec.window_us, -1)
-    count = F.count(F.lit(1)).over(frame)
-    total = F.sum("amount").over(frame)
+    w = spec.window_us
+    count, total = F.col(f"_count_{w}"), F.col(f"_sum_{w}")
     match spec.aggregate:
         case "count":
             value = count.cast("double")
@@ -34,13 +60,13 @@ def _card_expression(spec: WindowSpec) -> Column:
         case "amount_mean":
             value = total / count
         case "seconds_since_prev":
-            value = (F.col("ts_us") - F.max("ts_us").over(frame)) / MICROS_PER_SECOND
+            value = (F.col("ts_us") - F.col(f"_last_ts_{w}")) / MICROS_PER_SECOND
         case "amount_to_mean":
             value = F.when(total > 0, F.col("amount") * count / total)
         case "distinct_merchants":
-            value = F.size(F.collect_set("merchant_id").over(frame)).cast("double")
+            value = F.size(F.col(f"_merchants_{w}")).cast("double")
         case "new_country":
-            seen = F.array_contains(F.collect_set("country").over(frame), F.col("country"))
+            seen = F.array_contains(F.col(f"_countries_{w}"), F.col("country"))
             value = F.when(seen, 0.0).otherwise(1.0)
         case _:
             raise ValueError(f"{spec.name}: {spec.aggregate!r} is not a card aggregate")
@@ -53,7 +79,13 @@ def with_ts_us(df: DataFrame) -> DataFrame:
 
 def card_window_features(history: DataFrame) -> DataFrame:
     """`history` (transactions with ts_us) plus one column per card window spec."""
-    return history.select("*", *(_card_expression(spec).alias(spec.name) for spec in CARD_WINDOWS))
+    base: dict[str, Column] = {}
+    for window_us in sorted({spec.window_us for spec in CARD_WINDOWS}):
+        base |= _base_columns(window_us)
+    staged = history.select("*", *(column.alias(name) for name, column in base.items()))
+    return staged.select(
+        *history.columns, *(_card_expression(spec).alias(spec.name) for spec in CARD_WINDOWS)
+    )
 
 
 def hourly_labels(labelled: DataFrame) -> DataFrame:
@@ -97,9 +129,11 @@ def merchant_risk_features(targets: DataFrame, labels: DataFrame) -> DataFrame:
     risk = (
         rows.select("merchant_id", "hour", "is_query", *columns).where("is_query").drop("is_query")
     )
+    # One risk row per merchant and hour of the targets: small, so it is broadcast and the
+    # target rows are not shuffled for the join.
     return (
         targets.withColumn("hour", target_hour)
-        .join(risk, ["merchant_id", "hour"], "left")
+        .join(F.broadcast(risk), ["merchant_id", "hour"], "left")
         .drop("hour")
     )
 
