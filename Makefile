@@ -31,6 +31,11 @@ $(UV):
 .PHONY: install
 install: .venv/.synced ## Create .venv from the lock file (uv bootstrapped from PyPI)
 
+.PHONY: check-java
+check-java: ## Spark needs Java 17 or newer on PATH
+	@java -version 2>&1 | awk -F'"' '/version/ {split($$2, v, "."); if (v[1] + 0 < 17) {print "Spark needs Java >= 17, found " $$2; exit 1}}' \
+	  || { echo "Spark needs Java 17: install a JDK (Debian: apt-get install openjdk-17-jre-headless)"; exit 1; }
+
 .PHONY: lock
 lock: $(UV) ## Re-resolve dependencies into uv.lock
 	$(UV) lock
@@ -47,7 +52,7 @@ format: install ## Apply ruff's fixes and formatting
 	$(RUN) ruff format .
 
 .PHONY: test
-test: install lint ## Set up everything on a fresh machine and run the whole suite
+test: install check-java lint ## Set up everything on a fresh machine and run the whole suite
 	$(RUN) pytest
 
 .PHONY: test-unit
@@ -55,7 +60,7 @@ test-unit: install ## Only the fast tests that start no external service
 	$(RUN) pytest -m unit
 
 .PHONY: demo
-demo: install ## Run the platform on embedded defaults: simulate, ingest, train, publish, score
+demo: install check-java ## Run the platform on embedded defaults: simulate, ingest, train, publish, score
 	$(RUN) fraudscale generate --days $(DEMO_DAYS) --cards $(DEMO_CARDS) --merchants $(DEMO_MERCHANTS) --out data/landing
 	$(RUN) fraudscale summary data/landing
 	$(RUN) python -m fraud_assets.demo
