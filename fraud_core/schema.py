@@ -84,16 +84,21 @@ LABELLED_SCHEMA = TRANSACTION_SCHEMA.append(pa.field("is_fraud", pa.bool_(), nul
 TRANSACTION_COLUMNS = tuple(TRANSACTION_SCHEMA.names)
 STRING_COLUMNS = tuple(f.name for f in TRANSACTION_SCHEMA if pa.types.is_string(f.type))
 
-_FIELD_PATH = re.compile(r" - at `\$\.?([^`\[]*)")
+_FIELD_PATH = re.compile(r" - at `\$\.?([^`]*)`")
+_MISSING_FIELD = re.compile(r"Object missing required field `([^`]*)`")
 
 
 class SchemaError(ValueError):
     """Input that does not fit the transaction schema, naming the field and the reason."""
 
-    def __init__(self, field: str, reason: str, *, where: str = "") -> None:
+    def __init__(
+        self, field: str, reason: str, *, where: str = "", malformed: bool = False
+    ) -> None:
         self.field = field
         self.reason = reason
         self.where = where
+        self.malformed = malformed
+        """True when the payload is not even well-formed (not JSON), rather than invalid."""
         prefix = f"{where}: " if where else ""
         super().__init__(f"{prefix}field {field!r}: {reason}" if field else f"{prefix}{reason}")
 
@@ -112,12 +117,14 @@ def schema_error(exc: msgspec.ValidationError | msgspec.DecodeError) -> SchemaEr
     message = str(exc)
     match = _FIELD_PATH.search(message)
     if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
-        return SchemaError("", f"malformed payload: {message}")
-    if match:
-        return SchemaError(match.group(1), message[: match.start()])
-    if message.startswith("Object missing required field"):
-        return SchemaError(message.rsplit("`", 2)[-2], "required field is missing")
-    return SchemaError("", message)
+        return SchemaError("", f"malformed payload: {message}", malformed=True)
+    path = match.group(1) if match else ""
+    reason = message[: match.start()] if match else message
+    missing = _MISSING_FIELD.match(reason)
+    if missing:
+        field = f"{path}.{missing.group(1)}" if path else missing.group(1)
+        return SchemaError(field, "required field is missing")
+    return SchemaError(path, reason)
 
 
 T = TypeVar("T")

@@ -14,6 +14,19 @@ from fraud_core.landing import read_landing
 from fraud_core.simulator import SimulationConfig, generate
 from fraud_core.state import replay
 
+SAMPLE_TRANSACTION = {
+    "transaction_id": "t-1",
+    "card_id": "c-new",
+    "merchant_id": "m-1",
+    "merchant_category": "electronics",
+    "amount": 1899.0,
+    "currency": "EUR",
+    "country": "BR",
+    "channel": "ecom",
+    "timestamp": "2026-01-20T03:12:00Z",
+}
+"""A valid wire transaction (a large online payment at night from a card with no history)."""
+
 SMALL_WORLD = SimulationConfig(days=14, cards=1500, merchants=200, seed=11, fraud_intensity=3.0)
 
 

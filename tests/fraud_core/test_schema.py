@@ -12,21 +12,11 @@ from fraud_core.schema import (
     to_micros,
     transactions_to_arrow,
 )
-from tests.conftest import utc
+from tests.conftest import SAMPLE_TRANSACTION, utc
 
 pytestmark = pytest.mark.unit
 
-GOOD = {
-    "transaction_id": "t1",
-    "card_id": "c1",
-    "merchant_id": "m1",
-    "merchant_category": "grocery",
-    "amount": 12.5,
-    "currency": "EUR",
-    "country": "DE",
-    "channel": "pos",
-    "timestamp": "2026-01-05T10:00:00Z",
-}
+GOOD = {**SAMPLE_TRANSACTION, "amount": 12.5, "timestamp": "2026-01-05T10:00:00Z"}
 
 
 def test_a_valid_transaction_decodes_with_a_utc_timestamp() -> None:

@@ -1,0 +1,66 @@
+"""The REST scorer: `create_app()` builds it; `python -m serving.app` runs it under uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from litestar import Litestar
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+
+from fraud_core.model_store import ModelStore
+from serving.controllers.health import HealthController
+from serving.controllers.score import ScoreController
+from serving.errors import ApiError, api_error_handler, http_error_handler, internal_error_handler
+from serving.services.models import ModelHolder
+from serving.services.state import NoOnlineState, OnlineState
+from serving.settings import ServingSettings
+
+
+def create_app(
+    settings: ServingSettings | None = None, online_state: OnlineState | None = None
+) -> Litestar:
+    config = settings or ServingSettings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        models = ModelHolder(ModelStore(Path(config.model_store_dir)), threads=config.onnx_threads)
+        await asyncio.to_thread(models.refresh)
+        app.state.models = models
+        app.state.settings = config
+        app.state.online_state = online_state or NoOnlineState()
+        watcher = asyncio.create_task(models.watch(config.model_poll_seconds))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    return Litestar(
+        route_handlers=[ScoreController, HealthController],
+        lifespan=[lifespan],
+        exception_handlers={
+            ApiError: api_error_handler,
+            HTTPException: http_error_handler,
+            Exception: internal_error_handler,
+        },
+        request_max_body_size=config.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="fraudscale", version="0.1.0", path="/docs"),
+    )
+
+
+def main() -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO)
+    settings = ServingSettings.from_env()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""POST /v1/score and /v1/score/batch."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import msgspec
+from litestar import Controller, Request, post
+from litestar.datastructures import State
+
+from fraud_core.schema import SchemaError, Transaction, decode_json
+from fraud_core.scorer import Scorer
+from serving.errors import ApiError
+from serving.services.scoring import Score, score_transactions
+
+T = TypeVar("T")
+
+
+class BatchRequest(msgspec.Struct, frozen=True):
+    transactions: list[Transaction]
+
+
+class BatchResponse(msgspec.Struct, frozen=True):
+    scores: list[Score]
+
+
+def served_model(state: State) -> Scorer:
+    scorer: Scorer | None = state.models.current
+    if scorer is None:
+        raise ApiError(503, "model_not_ready", "no valid model is published yet")
+    return scorer
+
+
+async def decode_body(request: Request, kind: type[T]) -> T:
+    """The request body decoded and validated as `kind`; a 4xx ApiError naming the field."""
+    try:
+        return decode_json(await request.body(), kind)
+    except SchemaError as exc:
+        raise ApiError.from_schema(exc) from None
+
+
+async def _score(state: State, transactions: list[Transaction]) -> list[Score]:
+    scorer = served_model(state)  # taken once: the whole request uses this version
+    cards, merchants = await state.online_state.fetch(
+        [t.card_id for t in transactions], [t.merchant_id for t in transactions]
+    )
+    return score_transactions(
+        scorer, transactions, cards, merchants, reasons=state.settings.reasons
+    )
+
+
+class ScoreController(Controller):
+    path = "/v1/score"
+    tags = ["scoring"]  # noqa: RUF012 (Litestar reads it as a class attribute)
+
+    @post("/", operation_id="score", name="score", status_code=200)
+    async def score(self, request: Request, state: State) -> Score:
+        """Score one transaction: probability, decision, model version and top reasons."""
+        transaction = await decode_body(request, Transaction)
+        return (await _score(state, [transaction]))[0]
+
+    @post("/batch", operation_id="score_batch", name="score_batch", status_code=200)
+    async def score_batch(self, request: Request, state: State) -> BatchResponse:
+        """Score up to `max_batch_transactions` transactions in one call, in order."""
+        batch = await decode_body(request, BatchRequest)
+        limit = state.settings.max_batch_transactions
+        if not batch.transactions:
+            raise ApiError(422, "invalid_field", "at least one transaction", "transactions")
+        if len(batch.transactions) > limit:
+            raise ApiError(
+                422, "too_many", f"{len(batch.transactions)} transactions, at most {limit}",
+                "transactions",
+            )  # fmt: skip
+        return BatchResponse(await _score(state, batch.transactions))

@@ -1,0 +1,92 @@
+"""The transport-agnostic data plane: transactions in, scores out (REST, v2 and tests call it)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import msgspec
+import numpy as np
+
+from fraud_core.features import feature_matrix
+from fraud_core.schema import Transaction
+from fraud_core.scorer import Scorer
+from fraud_core.state import (
+    CardEvent,
+    CardState,
+    MerchantState,
+    card_features,
+    merchant_features,
+    stateful_columns,
+)
+
+
+class Score(msgspec.Struct, frozen=True, kw_only=True):
+    transaction_id: str
+    score: float
+    decision: str
+    """"alert" at or above the model's threshold, else "allow"."""
+    threshold: float
+    model_name: str
+    model_version: str
+    reasons: list[str]
+    cached: bool = False
+    server_time_us: int = 0
+    """Time spent in the server for this request, in microseconds."""
+
+
+def transaction_features(
+    transactions: Sequence[Transaction],
+    cards: Sequence[CardState],
+    merchants: Sequence[MerchantState],
+) -> np.ndarray:
+    """Model input for transactions given each one's card and merchant state before it.
+
+    The stateful part is the fraud_core reference implementation, so REST computes what the
+    stream and the batch path compute for the same history.
+    """
+    stateful = [
+        card_features(card, CardEvent(t.timestamp_us, t.amount, t.merchant_id, t.country))
+        + merchant_features(merchant, t.timestamp_us)
+        for t, card, merchant in zip(transactions, cards, merchants, strict=True)
+    ]
+    columns = {
+        "amount": [t.amount for t in transactions],
+        "timestamp_us": [t.timestamp_us for t in transactions],
+        "merchant_category": [t.merchant_category for t in transactions],
+        "channel": [t.channel for t in transactions],
+        "currency": [t.currency for t in transactions],
+        "country": [t.country for t in transactions],
+        **stateful_columns(stateful),
+    }
+    return feature_matrix(columns)
+
+
+def score_transactions(
+    scorer: Scorer,
+    transactions: Sequence[Transaction],
+    cards: Sequence[CardState],
+    merchants: Sequence[MerchantState],
+    *,
+    reasons: int = 3,
+) -> list[Score]:
+    start = time.perf_counter_ns()
+    x = transaction_features(transactions, cards, merchants)
+    scores = scorer.score(x)
+    top = scorer.reasons(x, k=reasons)
+    threshold = np.float32(scorer.threshold)
+    elapsed = (time.perf_counter_ns() - start) // 1000
+    meta = scorer.metadata
+    return [
+        Score(
+            transaction_id=t.transaction_id,
+            score=float(s),
+            decision="alert" if s >= threshold else "allow",
+            threshold=meta.threshold,
+            model_name=meta.name,
+            model_version=meta.version,
+            reasons=r,
+            server_time_us=int(elapsed),
+        )
+        for t, s, r in zip(transactions, scores, top, strict=True)
+    ]

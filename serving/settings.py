@@ -1,0 +1,41 @@
+"""Settings of the REST scorer, from FRAUD_SERVING_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import msgspec
+
+PREFIX = "FRAUD_SERVING_"
+
+
+class ServingSettings(msgspec.Struct, frozen=True, kw_only=True):
+    model_store_dir: str = "data/models"
+    """The local model store the asset graph publishes to (its CHAMPION pointer is watched)."""
+    model_poll_seconds: float = 1.0
+    """How often the store's pointer is checked for a new publication."""
+    max_batch_transactions: int = 1000
+    """Most transactions accepted in one POST /v1/score/batch."""
+    max_body_bytes: int = 1_000_000
+    """Largest request body accepted (413 above)."""
+    reasons: int = 3
+    """How many top reasons each score carries."""
+    onnx_threads: int = 1
+    """onnxruntime intra-op threads; one is fastest for small batches on shared cores."""
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
+        """Defaults overridden by FRAUD_SERVING_<FIELD> variables (e.g. FRAUD_SERVING_PORT)."""
+        env = os.environ if environ is None else environ
+        values = {
+            field: env[PREFIX + field.upper()]
+            for field in cls.__struct_fields__
+            if PREFIX + field.upper() in env
+        }
+        try:
+            return msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"invalid {PREFIX}* setting: {exc}") from None

@@ -1,0 +1,206 @@
+"""The REST scorer: endpoints, bad payloads, readiness, hot swap — on a real model store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import msgspec
+import onnx
+import pytest
+from litestar.testing import TestClient
+
+from fraud_core.bundle import ModelBundle, bundle_from_bytes, make_bundle
+from fraud_core.features import arrow_columns, feature_matrix
+from fraud_core.model_store import ModelStore
+from fraud_core.schema import Transaction, decode_json, transactions_to_arrow
+from fraud_core.scorer import Scorer
+from fraud_core.state import replay
+from serving.app import create_app
+from serving.settings import ServingSettings
+from tests.conftest import SAMPLE_TRANSACTION
+
+pytestmark = pytest.mark.unit
+
+TXN = SAMPLE_TRANSACTION
+
+
+def versioned(bundle: ModelBundle, version: str, **changes: object) -> ModelBundle:
+    model = onnx.load_model_from_string(bundle.onnx_bytes)
+    meta = msgspec.structs.replace(bundle.metadata, version=version, **changes)
+    if changes:  # an invalid bundle: embed without validating
+        model.metadata_props[0].value = msgspec.json.encode(meta).decode()
+        return bundle_from_bytes(model.SerializeToString())
+    return make_bundle(model, meta)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ModelStore:
+    return ModelStore(tmp_path / "models")
+
+
+@pytest.fixture
+def client_for(store: ModelStore) -> Iterator[Callable[..., TestClient]]:  # type: ignore[type-arg]
+    clients = []
+
+    def make(**settings: object) -> TestClient:  # type: ignore[type-arg]
+        config = ServingSettings(
+            model_store_dir=str(store.root), model_poll_seconds=0.02, **settings
+        )  # type: ignore[arg-type]
+        client = TestClient(create_app(config))
+        clients.append(client)
+        return client.__enter__()
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_score_answers_with_the_model_version_decision_and_reasons(
+    store, client_for, trained
+) -> None:  # type: ignore[no-untyped-def]
+    store.publish(versioned(trained.bundle, "v1"))
+    client = client_for()
+    body = client.post("/v1/score", content=msgspec.json.encode(TXN)).json()
+    assert body["transaction_id"] == "t-1"
+    assert body["model_version"] == "v1"
+    assert body["decision"] == ("alert" if body["score"] >= body["threshold"] else "allow")
+    assert len(body["reasons"]) == 3
+    assert body["cached"] is False
+
+
+def test_rest_score_equals_the_reference_path_for_a_card_without_history(
+    store, client_for, trained
+) -> None:  # type: ignore[no-untyped-def]
+    store.publish(versioned(trained.bundle, "v1"))
+    client = client_for()
+    got = client.post("/v1/score", content=msgspec.json.encode(TXN)).json()["score"]
+    table = transactions_to_arrow([decode_json(msgspec.json.encode(TXN), Transaction)])
+    expected = Scorer(trained.bundle).score(
+        feature_matrix({**arrow_columns(table), **replay(table)})
+    )
+    assert got == pytest.approx(float(expected[0]), abs=0)
+
+
+def test_batch_scores_equal_single_scores_in_order(store, client_for, trained) -> None:  # type: ignore[no-untyped-def]
+    store.publish(versioned(trained.bundle, "v1"))
+    client = client_for()
+    txns = [{**TXN, "transaction_id": f"t-{i}", "amount": 10.0 * (i + 1)} for i in range(5)]
+    batch = client.post(
+        "/v1/score/batch", content=msgspec.json.encode({"transactions": txns})
+    ).json()
+    singles = [
+        client.post("/v1/score", content=msgspec.json.encode(t)).json()["score"] for t in txns
+    ]
+    assert [s["transaction_id"] for s in batch["scores"]] == [t["transaction_id"] for t in txns]
+    assert [s["score"] for s in batch["scores"]] == singles
+
+
+BAD = [
+    (b'{"amount": ', 400, "malformed_json", ""),
+    (b"[]", 422, "invalid_field", ""),
+    (msgspec.json.encode({**TXN, "amount": -5}), 422, "invalid_field", "amount"),
+    (msgspec.json.encode({**TXN, "amount": 1e12}), 422, "invalid_field", "amount"),
+    (msgspec.json.encode({**TXN, "amount": "12"}), 422, "invalid_field", "amount"),
+    (b'{"amount": NaN}', 400, "malformed_json", ""),
+    (
+        msgspec.json.encode({**TXN, "timestamp": "2026-01-20T03:12:00"}),
+        422,
+        "invalid_field",
+        "timestamp",
+    ),
+    (
+        msgspec.json.encode({k: v for k, v in TXN.items() if k != "card_id"}),
+        422,
+        "invalid_field",
+        "card_id",
+    ),
+    (msgspec.json.encode({**TXN, "channel": ""}), 422, "invalid_field", "channel"),
+]
+
+
+@pytest.mark.parametrize(("payload", "status", "code", "field"), BAD)
+def test_bad_payloads_get_a_4xx_naming_the_field(
+    store, client_for, trained, payload, status, code, field
+) -> None:  # type: ignore[no-untyped-def]
+    store.publish(versioned(trained.bundle, "v1"))
+    response = client_for().post("/v1/score", content=payload)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["field"] == field
+    assert error["message"]
+
+
+def test_batch_limits_and_paths_of_bad_items(store, client_for, trained) -> None:  # type: ignore[no-untyped-def]
+    store.publish(versioned(trained.bundle, "v1"))
+    client = client_for(max_batch_transactions=3)
+    too_many = client.post(
+        "/v1/score/batch", content=msgspec.json.encode({"transactions": [TXN] * 4})
+    )
+    assert (too_many.status_code, too_many.json()["error"]["code"]) == (422, "too_many")
+    bad_item = [TXN, {**TXN, "amount": -1}]
+    response = client.post(
+        "/v1/score/batch", content=msgspec.json.encode({"transactions": bad_item})
+    )
+    assert response.json()["error"]["field"] == "transactions[1].amount"
+    empty = client.post("/v1/score/batch", content=b'{"transactions": []}')
+    assert empty.status_code == 422
+
+
+def test_transport_errors_share_the_error_shape(store, client_for, trained) -> None:  # type: ignore[no-untyped-def]
+    store.publish(versioned(trained.bundle, "v1"))
+    client = client_for(max_body_bytes=2000)
+    assert client.get("/v1/nope").json()["error"]["code"] == "not_found"
+    assert client.get("/v1/score").json()["error"]["code"] == "method_not_allowed"
+    huge = client.post("/v1/score", content=b"{" + b" " * 5000 + b"}")
+    assert (huge.status_code, huge.json()["error"]["code"]) == (413, "too_large")
+
+
+def test_not_ready_until_a_model_is_published_then_ready(store, client_for, trained) -> None:  # type: ignore[no-untyped-def]
+    client = client_for()
+    assert client.get("/v2/health/live").status_code == 200
+    assert client.get("/v2/health/ready").status_code == 503
+    refused = client.post("/v1/score", content=msgspec.json.encode(TXN))
+    assert (refused.status_code, refused.json()["error"]["code"]) == (503, "model_not_ready")
+    store.publish(versioned(trained.bundle, "v1"))
+    wait_until(lambda: client.get("/v2/health/ready").status_code == 200)
+    assert client.post("/v1/score", content=msgspec.json.encode(TXN)).status_code == 200
+
+
+def test_a_new_publication_is_swapped_in_and_a_bad_one_refused(store, client_for, trained) -> None:  # type: ignore[no-untyped-def]
+    store.publish(versioned(trained.bundle, "v1"))
+    client = client_for()
+
+    def version() -> str:
+        return str(
+            client.post("/v1/score", content=msgspec.json.encode(TXN)).json()["model_version"]
+        )
+
+    assert version() == "v1"
+    store.publish(versioned(trained.bundle, "v2"))
+    wait_until(lambda: version() == "v2")
+    store.add(versioned(trained.bundle, "v3-bad", feature_version="0.old"))
+    store.point_to("v3-bad")
+    wait_until(
+        lambda: "v3-bad" in client.get("/v2/health/ready").json().get("last_refused_model", "")
+    )
+    assert version() == "v2"
+    assert client.get("/v2/health/ready").status_code == 200
+
+
+def test_settings_come_from_the_environment() -> None:
+    settings = ServingSettings.from_env(
+        {"FRAUD_SERVING_PORT": "9001", "FRAUD_SERVING_REASONS": "5"}
+    )
+    assert (settings.port, settings.reasons) == (9001, 5)
+    with pytest.raises(ValueError, match="FRAUD_SERVING_"):
+        ServingSettings.from_env({"FRAUD_SERVING_PORT": "eighty"})
