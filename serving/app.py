@@ -14,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 
 from fraud_core.model_store import ModelStore
 from serving.controllers.health import HealthController
+from serving.controllers.inference import InferenceController
 from serving.controllers.score import ScoreController
 from serving.errors import ApiError, api_error_handler, http_error_handler, internal_error_handler
 from serving.services.models import ModelHolder
@@ -42,7 +43,7 @@ def create_app(
                 await watcher
 
     return Litestar(
-        route_handlers=[ScoreController, HealthController],
+        route_handlers=[ScoreController, HealthController, InferenceController],
         lifespan=[lifespan],
         exception_handlers={
             ApiError: api_error_handler,

@@ -1,8 +1,13 @@
-"""One JSON error shape for every failure: {"error": {"code", "message", "field"}}."""
+"""One JSON error shape for every failure: {"error": {"code", "message", "field"}}.
+
+Under /v2/models the Open Inference Protocol fixes `error` as a string, so there the shape is
+{"error": message, "code", "field"} and protocol clients keep working unchanged.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import msgspec
 from litestar import Request, Response
@@ -37,21 +42,33 @@ class ApiError(Exception):
         return cls(422, "invalid_field", exc.reason, exc.field)
 
 
-def _respond(status: int, body: ErrorBody) -> Response[ErrorResponse]:
+class ProtocolError(msgspec.Struct, frozen=True):
+    """The Open Inference Protocol's error shape: `error` is a string there, and clients such
+    as tritonclient read it as one; our code and field ride alongside."""
+
+    error: str
+    code: str
+    field: str = ""
+
+
+def _respond(request: Request, status: int, body: ErrorBody) -> Response[Any]:
+    if request.url.path.startswith("/v2/models"):
+        return Response(ProtocolError(body.message, body.code, body.field), status_code=status)
     return Response(ErrorResponse(body), status_code=status)
 
 
-def api_error_handler(_: Request, exc: ApiError) -> Response[ErrorResponse]:
-    return _respond(exc.status, exc.body)
+def api_error_handler(request: Request, exc: ApiError) -> Response[Any]:
+    return _respond(request, exc.status, exc.body)
 
 
-def http_error_handler(_: Request, exc: HTTPException) -> Response[ErrorResponse]:
+def http_error_handler(request: Request, exc: HTTPException) -> Response[Any]:
     code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
         exc.status_code, "http_error"
     )
-    return _respond(exc.status_code, ErrorBody(code, str(exc.detail)))
+    return _respond(request, exc.status_code, ErrorBody(code, str(exc.detail)))
 
 
-def internal_error_handler(_: Request, exc: Exception) -> Response[ErrorResponse]:
+def internal_error_handler(request: Request, exc: Exception) -> Response[Any]:
     log.exception("unhandled error", exc_info=exc)
-    return _respond(500, ErrorBody("internal_error", "internal error; it has been logged"))
+    body = ErrorBody("internal_error", "internal error; it has been logged")
+    return _respond(request, 500, body)

@@ -1,0 +1,167 @@
+"""Open Inference Protocol v2 (KServe / Triton): model metadata, readiness and infer."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgspec
+import numpy as np
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath
+
+from fraud_core.features import FEATURE_NAMES, N_FEATURES
+from fraud_core.schema import SchemaError, decode_json
+from fraud_core.scorer import Scorer
+from serving.controllers.score import served_model
+from serving.errors import ApiError
+
+INPUT_NAME = "features"
+OUTPUT_NAME = "probability"
+
+
+class InferInput(msgspec.Struct, frozen=True):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any] = []
+    parameters: dict[str, Any] = {}
+
+
+class InferRequest(msgspec.Struct, frozen=True):
+    inputs: list[InferInput]
+    id: str | None = None
+    outputs: list[dict[str, Any]] | None = None
+    parameters: dict[str, Any] = {}
+
+
+def decode_json_body(data: bytes) -> InferRequest:
+    try:
+        return decode_json(data, InferRequest)
+    except SchemaError as exc:
+        raise ApiError.from_schema(exc) from None
+
+
+def _model(state: State, name: str) -> Scorer:
+    scorer = served_model(state)
+    if name != scorer.metadata.name:
+        raise ApiError(
+            404,
+            "unknown_model",
+            f"no model named {name!r}; serving {scorer.metadata.name!r}",
+            "model",
+        )
+    return scorer
+
+
+BINARY_HEADER = "inference-header-content-length"
+
+
+async def _decode(request: Request) -> tuple[InferRequest, bytes]:
+    """The JSON request, and the binary tensor data after it (binary-data extension)."""
+    body = await request.body()
+    header = request.headers.get(BINARY_HEADER)
+    if header is None:
+        return decode_json_body(body), b""
+    try:
+        length = int(header)
+    except ValueError:
+        raise ApiError(400, "malformed_json", f"{BINARY_HEADER} is not a number") from None
+    if not 0 < length <= len(body):
+        raise ApiError(400, "malformed_json", f"{BINARY_HEADER} {length} exceeds the body")
+    return decode_json_body(body[:length]), body[length:]
+
+
+def _features(request: InferRequest, binary: bytes = b"") -> np.ndarray:
+    if len(request.inputs) != 1 or request.inputs[0].name != INPUT_NAME:
+        raise ApiError(422, "invalid_field", f"expected one input named {INPUT_NAME!r}", "inputs")
+    tensor = request.inputs[0]
+    if tensor.datatype != "FP32":
+        raise ApiError(
+            422, "invalid_field", f"datatype {tensor.datatype}, expected FP32", "inputs[0].datatype"
+        )
+    if len(tensor.shape) != 2 or tensor.shape[1] != N_FEATURES or tensor.shape[0] < 1:
+        raise ApiError(
+            422,
+            "invalid_field",
+            f"shape {tensor.shape}, expected [n, {N_FEATURES}]",
+            "inputs[0].shape",
+        )
+    size = tensor.parameters.get("binary_data_size")
+    if size is not None:
+        if size != len(binary) or size % 4:
+            raise ApiError(
+                422,
+                "invalid_field",
+                f"binary_data_size {size} for {len(binary)} bytes",
+                "inputs[0].parameters",
+            )
+        values = np.frombuffer(binary, dtype="<f4")
+    else:
+        try:
+            values = np.asarray(tensor.data, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ApiError(422, "invalid_field", "data must be numbers", "inputs[0].data") from None
+    if values.size != math.prod(tensor.shape):
+        raise ApiError(
+            422, "invalid_field", f"{values.size} values for shape {tensor.shape}", "inputs[0].data"
+        )
+    if not np.isfinite(values).all():
+        raise ApiError(422, "invalid_field", "data has NaN or infinite values", "inputs[0].data")
+    return values.reshape(tensor.shape)
+
+
+class InferenceController(Controller):
+    path = "/v2"
+    tags = ["open inference protocol"]  # noqa: RUF012 (Litestar reads it as a class attribute)
+
+    @get("/", operation_id="server_metadata", name="server_metadata")
+    async def server_metadata(self) -> dict[str, Any]:
+        """Server name, version and protocol extensions."""
+        return {"name": "fraudscale", "version": "0.1.0", "extensions": []}
+
+    @get("/models/{model_name:str}", operation_id="model_metadata", name="model_metadata")
+    async def model_metadata(self, model_name: FromPath[str], state: State) -> dict[str, Any]:
+        """The model's version and its tensors: features in the contract's order."""
+        scorer = _model(state, model_name)
+        return {
+            "name": scorer.metadata.name,
+            "versions": [scorer.version],
+            "platform": "onnxruntime_onnx",
+            "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, N_FEATURES]}],
+            "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}],
+            "parameters": {"feature_names": list(FEATURE_NAMES), "threshold": scorer.threshold},
+        }
+
+    @get("/models/{model_name:str}/ready", operation_id="model_ready", name="model_ready")
+    async def model_ready(
+        self, model_name: FromPath[str], state: State
+    ) -> Response[dict[str, Any]]:
+        """200 while this model is loaded and serving."""
+        scorer = _model(state, model_name)
+        return Response({"name": scorer.metadata.name, "ready": True})
+
+    @post("/models/{model_name:str}/infer", operation_id="infer", name="infer", status_code=200)
+    async def infer(
+        self, model_name: FromPath[str], request: Request, state: State
+    ) -> dict[str, Any]:
+        """Fraud probability for each row of an FP32 [n, features] tensor."""
+        scorer = _model(state, model_name)
+        body, binary = await _decode(request)
+        scores = scorer.score(_features(body, binary))
+        response: dict[str, Any] = {
+            "model_name": scorer.metadata.name,
+            "model_version": scorer.version,
+            "outputs": [
+                {
+                    "name": OUTPUT_NAME,
+                    "datatype": "FP32",
+                    "shape": [len(scores)],
+                    "data": scores.tolist(),
+                }
+            ],
+        }
+        if body.id is not None:
+            response["id"] = body.id
+        return response
