@@ -17,6 +17,7 @@ from serving.controllers.health import HealthController
 from serving.controllers.inference import InferenceController
 from serving.controllers.score import ScoreController
 from serving.errors import ApiError, api_error_handler, http_error_handler, internal_error_handler
+from serving.metrics import ServingMetrics, metrics_endpoint, metrics_middleware
 from serving.services.models import ModelHolder
 from serving.services.state import NoOnlineState, OnlineState
 from serving.settings import ServingSettings
@@ -34,6 +35,7 @@ def create_app(
         app.state.models = models
         app.state.settings = config
         app.state.online_state = online_state or NoOnlineState()
+        app.state.metrics = ServingMetrics()
         watcher = asyncio.create_task(models.watch(config.model_poll_seconds))
         try:
             yield
@@ -43,7 +45,8 @@ def create_app(
                 await watcher
 
     return Litestar(
-        route_handlers=[ScoreController, HealthController, InferenceController],
+        route_handlers=[ScoreController, HealthController, InferenceController, metrics_endpoint],
+        middleware=[metrics_middleware],
         lifespan=[lifespan],
         exception_handlers={
             ApiError: api_error_handler,

@@ -149,7 +149,9 @@ class InferenceController(Controller):
         """Fraud probability for each row of an FP32 [n, features] tensor."""
         scorer = _model(state, model_name)
         body, binary = await _decode(request)
-        scores = scorer.score(_features(body, binary))
+        features = _features(body, binary)
+        state.metrics.batch_size.observe(len(features))
+        scores = scorer.score(features)
         response: dict[str, Any] = {
             "model_name": scorer.metadata.name,
             "model_version": scorer.version,

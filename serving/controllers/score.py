@@ -44,6 +44,7 @@ async def _score(state: State, transactions: list[Transaction]) -> list[Score]:
     cards, merchants = await state.online_state.fetch(
         [t.card_id for t in transactions], [t.merchant_id for t in transactions]
     )
+    state.metrics.batch_size.observe(len(transactions))
     return score_transactions(
         scorer, transactions, cards, merchants, reasons=state.settings.reasons
     )

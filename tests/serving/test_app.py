@@ -204,3 +204,17 @@ def test_settings_come_from_the_environment() -> None:
     assert (settings.port, settings.reasons) == (9001, 5)
     with pytest.raises(ValueError, match="FRAUD_SERVING_"):
         ServingSettings.from_env({"FRAUD_SERVING_PORT": "eighty"})
+
+
+def test_metrics_count_requests_by_route_and_show_the_model(store, client_for, trained) -> None:  # type: ignore[no-untyped-def]
+    store.publish(versioned(trained.bundle, "v7"))
+    client = client_for()
+    for _ in range(3):
+        client.post("/v1/score", content=msgspec.json.encode(TXN))
+    client.post("/v1/score", content=b"{")
+    text = client.get("/metrics").text
+    assert 'fraudscale_requests_total{route="score",status="200"} 3.0' in text
+    assert 'fraudscale_requests_total{route="score",status="400"} 1.0' in text
+    assert 'fraudscale_model_info{name="fraud-lightgbm",version="v7"} 1.0' in text
+    assert "fraudscale_inference_batch_size_count 3.0" in text
+    assert 'fraudscale_request_seconds_count{route="score"} 4.0' in text

@@ -1,0 +1,85 @@
+"""Prometheus metrics of the REST scorer, on a registry of its own (one per app)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from litestar import Request, Response, get
+from litestar.datastructures import State
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+if TYPE_CHECKING:
+    from serving.services.models import ModelHolder
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
+
+
+class ServingMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "fraudscale_requests", "Requests by route and status.", ["route", "status"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "fraudscale_request_seconds", "Request latency by route.", ["route"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "fraudscale_inference_batch_size", "Rows per onnxruntime call.",
+            buckets=BATCH_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.model_info = Gauge(
+            "fraudscale_model_info", "The served model (value 1).", ["name", "version"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.load_failures = Gauge(
+            "fraudscale_model_load_failures", "Published models refused since start.",
+            registry=self.registry,
+        )  # fmt: skip
+
+    def export(self, models: ModelHolder) -> bytes:
+        self.model_info.clear()
+        if models.current is not None:
+            meta = models.current.metadata
+            self.model_info.labels(meta.name, meta.version).set(1)
+        self.load_failures.set(models.load_failures)
+        return generate_latest(self.registry)
+
+
+def metrics_middleware(app: ASGIApp) -> ASGIApp:
+    """Count and time every HTTP request by route name (not raw path: bounded labels)."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        status = 500
+        start = time.perf_counter()
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, capture)
+        finally:
+            handler = scope.get("route_handler")
+            route = getattr(handler, "name", None) or "unmatched"
+            metrics: ServingMetrics = scope["litestar_app"].state.metrics
+            metrics.requests.labels(route, str(status)).inc()
+            metrics.latency.labels(route).observe(time.perf_counter() - start)
+
+    return middleware
+
+
+@get("/metrics", operation_id="metrics", name="metrics", include_in_schema=False)
+async def metrics_endpoint(request: Request, state: State) -> Response[bytes]:
+    """Prometheus exposition of this process's metrics."""
+    return Response(state.metrics.export(state.models), media_type=CONTENT_TYPE_LATEST)
