@@ -51,8 +51,13 @@ format: install ## Apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
+.PHONY: redis
+redis: ## Install Debian's redis-server if it is missing (tests start their own on free ports)
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+	@command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get install redis-server"; exit 1; }
+
 .PHONY: test
-test: install check-java lint ## Set up everything on a fresh machine and run the whole suite
+test: install check-java redis lint ## Set up everything on a fresh machine and run the whole suite
 	$(RUN) pytest
 
 .PHONY: test-unit

@@ -60,6 +60,18 @@ _card_decoder = msgspec.msgpack.Decoder(CardState)
 _merchant_decoder = msgspec.msgpack.Decoder(MerchantState)
 
 
+STATE_KEY_PREFIX = "fraudscale:state:v1"
+
+
+def card_key(card_id: str) -> str:
+    """Where a card's state lives in the online store (the stream writes, REST reads)."""
+    return f"{STATE_KEY_PREFIX}:card:{card_id}"
+
+
+def merchant_key(merchant_id: str) -> str:
+    return f"{STATE_KEY_PREFIX}:merchant:{merchant_id}"
+
+
 def encode_state(state: CardState | MerchantState) -> bytes:
     return _encoder.encode(state)
 

@@ -19,7 +19,7 @@ from serving.controllers.score import ScoreController
 from serving.errors import ApiError, api_error_handler, http_error_handler, internal_error_handler
 from serving.metrics import ServingMetrics, metrics_endpoint, metrics_middleware
 from serving.services.models import ModelHolder
-from serving.services.state import NoOnlineState, OnlineState
+from serving.services.state import NoOnlineState, OnlineState, RedisOnlineState
 from serving.settings import ServingSettings
 
 
@@ -34,7 +34,11 @@ def create_app(
         await asyncio.to_thread(models.refresh)
         app.state.models = models
         app.state.settings = config
-        app.state.online_state = online_state or NoOnlineState()
+        app.state.online_state = online_state or (
+            RedisOnlineState(config.redis_url, config.redis_timeout_ms / 1000)
+            if config.redis_url
+            else NoOnlineState()
+        )
         app.state.metrics = ServingMetrics()
         watcher = asyncio.create_task(models.watch(config.model_poll_seconds))
         try:
@@ -43,6 +47,7 @@ def create_app(
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            await app.state.online_state.close()
 
     return Litestar(
         route_handlers=[ScoreController, HealthController, InferenceController, metrics_endpoint],

@@ -23,6 +23,11 @@ class ServingSettings(msgspec.Struct, frozen=True, kw_only=True):
     """How many top reasons each score carries."""
     onnx_threads: int = 1
     """onnxruntime intra-op threads; one is fastest for small batches on shared cores."""
+    redis_url: str = ""
+    """Online state store (card and merchant states written by the stream workers), e.g.
+    redis://127.0.0.1:6379/0; empty: no online store, every card scores as new."""
+    redis_timeout_ms: float = 20.0
+    """Past this a Redis read is abandoned and the request scored with default state."""
     host: str = "127.0.0.1"
     port: int = 8000
 

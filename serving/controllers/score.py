@@ -41,12 +41,17 @@ async def decode_body(request: Request, kind: type[T]) -> T:
 
 async def _score(state: State, transactions: list[Transaction]) -> list[Score]:
     scorer = served_model(state)  # taken once: the whole request uses this version
-    cards, merchants = await state.online_state.fetch(
+    states = await state.online_state.fetch(
         [t.card_id for t in transactions], [t.merchant_id for t in transactions]
     )
     state.metrics.batch_size.observe(len(transactions))
     return score_transactions(
-        scorer, transactions, cards, merchants, reasons=state.settings.reasons
+        scorer,
+        transactions,
+        states.cards,
+        states.merchants,
+        reasons=state.settings.reasons,
+        degraded=states.degraded,
     )
 
 

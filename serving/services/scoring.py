@@ -31,6 +31,8 @@ class Score(msgspec.Struct, frozen=True, kw_only=True):
     model_version: str
     reasons: list[str]
     cached: bool = False
+    features_degraded: bool = False
+    """True when card/merchant state could not be read and the contract's defaults stood in."""
     server_time_us: int = 0
     """Time spent in the server for this request, in microseconds."""
 
@@ -69,6 +71,7 @@ def score_transactions(
     merchants: Sequence[MerchantState],
     *,
     reasons: int = 3,
+    degraded: bool = False,
 ) -> list[Score]:
     start = time.perf_counter_ns()
     x = transaction_features(transactions, cards, merchants)
@@ -86,6 +89,7 @@ def score_transactions(
             model_name=meta.name,
             model_version=meta.version,
             reasons=r,
+            features_degraded=degraded,
             server_time_us=int(elapsed),
         )
         for t, s, r in zip(transactions, scores, top, strict=True)

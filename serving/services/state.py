@@ -2,23 +2,89 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
-from fraud_core.state import CardState, MerchantState
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from fraud_core.state import (
+    CardState,
+    MerchantState,
+    card_key,
+    decode_card_state,
+    decode_merchant_state,
+    merchant_key,
+)
+
+log = logging.getLogger(__name__)
+
+
+class States(msgspec.Struct, frozen=True):
+    cards: list[CardState]
+    merchants: list[MerchantState]
+    degraded: bool = False
+    """True when the online store could not be read and contract defaults stand in."""
 
 
 class OnlineState(Protocol):
-    async def fetch(
-        self, card_ids: Sequence[str], merchant_ids: Sequence[str]
-    ) -> tuple[list[CardState], list[MerchantState]]: ...
+    async def fetch(self, card_ids: Sequence[str], merchant_ids: Sequence[str]) -> States: ...
+
+    async def close(self) -> None: ...
+
+
+def _fresh(card_ids: Sequence[str], merchant_ids: Sequence[str], degraded: bool) -> States:
+    return States(
+        [CardState() for _ in card_ids], [MerchantState() for _ in merchant_ids], degraded
+    )
 
 
 class NoOnlineState:
     """No online store: every card and merchant is new, so stateful features take the
     contract's defaults (what a card without history gets on every path)."""
 
-    async def fetch(
-        self, card_ids: Sequence[str], merchant_ids: Sequence[str]
-    ) -> tuple[list[CardState], list[MerchantState]]:
-        return [CardState() for _ in card_ids], [MerchantState() for _ in merchant_ids]
+    async def fetch(self, card_ids: Sequence[str], merchant_ids: Sequence[str]) -> States:
+        return _fresh(card_ids, merchant_ids, degraded=False)
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisOnlineState:
+    """Card and merchant states from Redis, all of a request's keys in one MGET.
+
+    When Redis is down or slower than the timeout, requests are still answered, with
+    contract defaults for the state and `degraded` set; the client reconnects by itself on
+    a later request. Errors are counted for the metrics.
+    """
+
+    def __init__(self, url: str, timeout_seconds: float) -> None:
+        self.client = aioredis.Redis.from_url(
+            url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds
+        )
+        self.errors = 0
+
+    async def fetch(self, card_ids: Sequence[str], merchant_ids: Sequence[str]) -> States:
+        keys = [card_key(c) for c in card_ids] + [merchant_key(m) for m in merchant_ids]
+        try:
+            # decode_responses is off, so values are raw MessagePack bytes (or None).
+            values = cast(list[bytes | None], await self.client.mget(keys))
+        except (RedisError, OSError) as exc:
+            self.errors += 1
+            log.warning("online state unavailable, scoring with defaults: %s", exc)
+            return _fresh(card_ids, merchant_ids, degraded=True)
+        n = len(card_ids)
+        try:
+            return States(
+                [decode_card_state(v) for v in values[:n]],
+                [decode_merchant_state(v) for v in values[n:]],
+            )
+        except msgspec.DecodeError as exc:
+            self.errors += 1
+            log.error("unreadable online state, scoring with defaults: %s", exc)
+            return _fresh(card_ids, merchant_ids, degraded=True)
+
+    async def close(self) -> None:
+        await self.client.aclose()

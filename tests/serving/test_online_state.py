@@ -1,0 +1,81 @@
+"""Online features from a real Redis: REST equals the reference path, and survives Redis dying."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import redis
+from litestar.testing import TestClient
+
+from fraud_core.features import arrow_columns, feature_matrix
+from fraud_core.model_store import ModelStore
+from fraud_core.scorer import Scorer
+from fraud_core.state import CardState, MerchantState, card_key, encode_state, merchant_key, replay
+from serving.app import create_app
+from serving.settings import ServingSettings
+from tests.serving.conftest import RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+def wire(row: dict) -> bytes:  # type: ignore[type-arg]
+    return msgspec.json.encode({**row, "timestamp": row["timestamp"].isoformat()})
+
+
+def client(tmp_path: Path, bundle, url: str) -> TestClient:  # type: ignore[no-untyped-def, type-arg]
+    store = ModelStore(tmp_path / "models")
+    store.publish(bundle)
+    settings = ServingSettings(model_store_dir=str(store.root), redis_url=url, redis_timeout_ms=200)
+    return TestClient(create_app(settings))
+
+
+def test_rest_score_equals_the_reference_given_the_same_history(
+    tmp_path: Path, redis_server: RedisServer, trained, history: pa.Table
+) -> None:  # type: ignore[no-untyped-def]
+    # The busiest card's last transaction, after all the history before it.
+    counts = pc.value_counts(history.column("card_id")).to_pylist()
+    busiest = max(counts, key=lambda c: c["counts"])["values"]
+    rows = pc.indices_nonzero(pc.equal(history.column("card_id"), busiest)).to_pylist()
+    target = rows[-1]
+    before = history.slice(0, target)
+    cards: dict[str, CardState] = {}
+    merchants: dict[str, MerchantState] = {}
+    replay(before, cards, merchants)
+    row = history.slice(target, 1).to_pylist()[0]
+    store = redis.Redis.from_url(redis_server.url)
+    store.set(card_key(busiest), encode_state(cards[busiest]))
+    store.set(merchant_key(row["merchant_id"]), encode_state(merchants[row["merchant_id"]]))
+    expected = Scorer(trained.bundle).score(
+        feature_matrix({**arrow_columns(history), **replay(history)})[target : target + 1]
+    )[0]
+    with client(tmp_path, trained.bundle, redis_server.url) as rest:
+        body = rest.post("/v1/score", content=wire(row)).json()
+    assert body["features_degraded"] is False
+    assert body["score"] == float(expected)
+
+
+def test_redis_dying_mid_load_fails_no_request_and_recovers(
+    tmp_path: Path, redis_server: RedisServer, trained, history: pa.Table
+) -> None:  # type: ignore[no-untyped-def]
+    rows = history.slice(0, 60).to_pylist()
+    degraded = []
+    with client(tmp_path, trained.bundle, redis_server.url) as rest:
+        for i, row in enumerate(rows):
+            if i == 20:
+                redis_server.kill()
+            if i == 40:
+                redis_server.start()
+            response = rest.post("/v1/score", content=wire(row))
+            assert response.status_code == 200
+            degraded.append(response.json()["features_degraded"])
+        # Reconnection happens on the next request by itself; allow it a moment to succeed.
+        deadline = time.monotonic() + 5
+        while rest.post("/v1/score", content=wire(rows[0])).json()["features_degraded"]:
+            assert time.monotonic() < deadline
+    assert not any(degraded[:20])
+    assert all(degraded[20:40])
