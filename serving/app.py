@@ -8,11 +8,13 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
 from fraud_core.model_store import ModelStore
+from serving.cache import ScoreCache
 from serving.controllers.health import HealthController
 from serving.controllers.inference import InferenceController
 from serving.controllers.score import ScoreController
@@ -34,12 +36,25 @@ def create_app(
         await asyncio.to_thread(models.refresh)
         app.state.models = models
         app.state.settings = config
+        redis = None
+        if config.redis_url:
+            timeout = config.redis_timeout_ms / 1000
+            redis = aioredis.Redis.from_url(
+                config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
         app.state.online_state = online_state or (
-            RedisOnlineState(config.redis_url, config.redis_timeout_ms / 1000)
-            if config.redis_url
-            else NoOnlineState()
+            RedisOnlineState(redis) if redis is not None else NoOnlineState()
+        )
+        app.state.cache = (
+            ScoreCache(
+                l1_size=config.l1_cache_size, ttl_seconds=config.cache_ttl_seconds, redis=redis
+            )
+            if config.cache_enabled
+            else None
         )
         app.state.metrics = ServingMetrics()
+        app.state.metrics.watch(app.state.cache, app.state.online_state)
+
         watcher = asyncio.create_task(models.watch(config.model_poll_seconds))
         try:
             yield
@@ -48,6 +63,10 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await app.state.online_state.close()
+            if app.state.cache is not None:
+                await app.state.cache.drain()
+            if redis is not None:
+                await redis.aclose()
 
     return Litestar(
         route_handlers=[ScoreController, HealthController, InferenceController, metrics_endpoint],

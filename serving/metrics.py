@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from litestar import Request, Response, get
@@ -10,8 +11,11 @@ from litestar.datastructures import State
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from serving.cache import ScoreCache
     from serving.services.models import ModelHolder
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -42,6 +46,10 @@ class ServingMetrics:
             registry=self.registry,
         )  # fmt: skip
 
+    def watch(self, cache: ScoreCache | None, online_state: object) -> None:
+        """Report the cache's and the online store's own counts at each scrape."""
+        self.registry.register(_CountsCollector(cache, online_state))
+
     def export(self, models: ModelHolder) -> bytes:
         self.model_info.clear()
         if models.current is not None:
@@ -49,6 +57,26 @@ class ServingMetrics:
             self.model_info.labels(meta.name, meta.version).set(1)
         self.load_failures.set(models.load_failures)
         return generate_latest(self.registry)
+
+
+class _CountsCollector(Collector):
+    def __init__(self, cache: ScoreCache | None, online_state: object) -> None:
+        self.cache, self.online_state = cache, online_state
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        hits = CounterMetricFamily("fraudscale_cache_hits", "Score cache hits.", labels=["level"])
+        misses = CounterMetricFamily("fraudscale_cache_misses", "Scores not in any cache.")
+        redis_errors = CounterMetricFamily(
+            "fraudscale_redis_errors", "Redis reads or writes that failed or timed out.",
+            labels=["use"],
+        )  # fmt: skip
+        if self.cache is not None:
+            for level, count in self.cache.hits.items():
+                hits.add_metric([level], count)
+            misses.add_metric([], self.cache.misses)
+            redis_errors.add_metric(["score_cache"], self.cache.bypasses)
+        redis_errors.add_metric(["online_state"], getattr(self.online_state, "errors", 0))
+        yield from (hits, misses, redis_errors)
 
 
 def metrics_middleware(app: ASGIApp) -> ASGIApp:

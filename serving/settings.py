@@ -28,6 +28,11 @@ class ServingSettings(msgspec.Struct, frozen=True, kw_only=True):
     redis://127.0.0.1:6379/0; empty: no online store, every card scores as new."""
     redis_timeout_ms: float = 20.0
     """Past this a Redis read is abandoned and the request scored with default state."""
+    cache_enabled: bool = True
+    """Cache scores by request and model version (retries of a transaction are served from it)."""
+    cache_ttl_seconds: float = 300.0
+    l1_cache_size: int = 100_000
+    """Entries kept in the in-process cache (the Redis one is bounded by its TTL)."""
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -10,6 +10,7 @@ from litestar.datastructures import State
 
 from fraud_core.schema import SchemaError, Transaction, decode_json
 from fraud_core.scorer import Scorer
+from serving.cache import ScoreCache, cache_key
 from serving.errors import ApiError
 from serving.services.scoring import Score, score_transactions
 
@@ -41,18 +42,31 @@ async def decode_body(request: Request, kind: type[T]) -> T:
 
 async def _score(state: State, transactions: list[Transaction]) -> list[Score]:
     scorer = served_model(state)  # taken once: the whole request uses this version
-    states = await state.online_state.fetch(
-        [t.card_id for t in transactions], [t.merchant_id for t in transactions]
-    )
-    state.metrics.batch_size.observe(len(transactions))
-    return score_transactions(
-        scorer,
-        transactions,
-        states.cards,
-        states.merchants,
-        reasons=state.settings.reasons,
-        degraded=states.degraded,
-    )
+    cache: ScoreCache | None = state.cache
+    keys = [cache_key(t, scorer.version) for t in transactions] if cache else []
+    found: list[Score | None] = await cache.get_many(keys) if cache else [None] * len(transactions)
+    todo = [i for i, f in enumerate(found) if f is None]
+    if todo:
+        misses = [transactions[i] for i in todo]
+        states = await state.online_state.fetch(
+            [t.card_id for t in misses], [t.merchant_id for t in misses]
+        )
+        state.metrics.batch_size.observe(len(misses))
+        scores = score_transactions(
+            scorer,
+            misses,
+            states.cards,
+            states.merchants,
+            reasons=state.settings.reasons,
+            degraded=states.degraded,
+        )
+        for i, score in zip(todo, scores, strict=True):
+            found[i] = score
+        if cache:
+            # A score computed without the card's state is not worth keeping.
+            fresh = [(keys[i], s) for i, s in zip(todo, scores, strict=True) if not states.degraded]
+            cache.put_many([k for k, _ in fresh], [s for _, s in fresh])
+    return [f for f in found if f is not None]
 
 
 class ScoreController(Controller):

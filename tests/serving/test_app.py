@@ -209,8 +209,8 @@ def test_settings_come_from_the_environment() -> None:
 def test_metrics_count_requests_by_route_and_show_the_model(store, client_for, trained) -> None:  # type: ignore[no-untyped-def]
     store.publish(versioned(trained.bundle, "v7"))
     client = client_for()
-    for _ in range(3):
-        client.post("/v1/score", content=msgspec.json.encode(TXN))
+    for i in range(3):
+        client.post("/v1/score", content=msgspec.json.encode({**TXN, "transaction_id": f"m{i}"}))
     client.post("/v1/score", content=b"{")
     text = client.get("/metrics").text
     assert 'fraudscale_requests_total{route="score",status="200"} 3.0' in text
@@ -218,3 +218,7 @@ def test_metrics_count_requests_by_route_and_show_the_model(store, client_for, t
     assert 'fraudscale_model_info{name="fraud-lightgbm",version="v7"} 1.0' in text
     assert "fraudscale_inference_batch_size_count 3.0" in text
     assert 'fraudscale_request_seconds_count{route="score"} 4.0' in text
+    client.post("/v1/score", content=msgspec.json.encode({**TXN, "transaction_id": "m0"}))
+    text = client.get("/metrics").text
+    assert 'fraudscale_cache_hits_total{level="l1"} 1.0' in text
+    assert "fraudscale_cache_misses_total 3.0" in text

@@ -79,3 +79,46 @@ def test_redis_dying_mid_load_fails_no_request_and_recovers(
             assert time.monotonic() < deadline
     assert not any(degraded[:20])
     assert all(degraded[20:40])
+
+
+def test_cache_serves_retries_never_across_model_versions(
+    tmp_path: Path, redis_server: RedisServer, trained, history: pa.Table
+) -> None:  # type: ignore[no-untyped-def]
+    import onnx
+
+    from fraud_core.bundle import make_bundle
+    from serving.cache import KEY_PREFIX
+    from serving.services.scoring import Score
+
+    row = wire(history.slice(5, 1).to_pylist()[0])
+    raw = redis.Redis.from_url(redis_server.url)
+    store = ModelStore(tmp_path / "models")
+    store.publish(trained.bundle)
+    settings = ServingSettings(
+        model_store_dir=str(store.root), redis_url=redis_server.url, model_poll_seconds=0.02
+    )
+    with TestClient(create_app(settings)) as first:
+        fresh = first.post("/v1/score", content=row).json()
+        retry = first.post("/v1/score", content=row).json()
+        assert (fresh["cached"], retry["cached"]) == (False, True)
+        assert retry["score"] == fresh["score"]
+        wait = time.monotonic() + 5
+        while not raw.keys(KEY_PREFIX + "*"):
+            assert time.monotonic() < wait, "L2 write did not land"
+            time.sleep(0.01)
+        (key,) = raw.keys(KEY_PREFIX + "*")
+        assert msgspec.msgpack.decode(raw.get(key), type=Score).score == fresh["score"]
+
+        model = onnx.load_model_from_string(trained.bundle.onnx_bytes)
+        newer = msgspec.structs.replace(trained.bundle.metadata, version="2", threshold=0.9)
+        store.publish(make_bundle(model, newer))
+        deadline = time.monotonic() + 10
+        while (answer := first.post("/v1/score", content=row).json())["model_version"] != "2":
+            assert answer["model_version"] == "1"
+            assert time.monotonic() < deadline
+        assert answer["cached"] is False
+        assert answer["threshold"] == 0.9
+    # Another process (empty L1) on the same Redis: L2 has the score, for the new model only.
+    with TestClient(create_app(settings)) as second:
+        again = second.post("/v1/score", content=row).json()
+    assert (again["cached"], again["model_version"], again["threshold"]) == (True, "2", 0.9)

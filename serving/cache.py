@@ -1,0 +1,101 @@
+"""Score cache: L1 in-process (TTL + LRU) and L2 Redis (TTL), keyed by request AND model.
+
+The key is a SHA-256 of the canonical request bytes, the model version and the feature
+version, so a new model never serves an old model's score and keys agree across processes
+(Python's hash() is salted per process). Values are MessagePack, never pickle. Requests
+carry their transaction_id, so hits are retries of the same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Sequence
+from typing import cast
+
+import msgspec
+import redis.asyncio as aioredis
+from cachetools import TTLCache
+from redis.exceptions import RedisError
+
+from fraud_core.features import FEATURE_VERSION
+from fraud_core.schema import Transaction
+from serving.services.scoring import Score
+
+log = logging.getLogger(__name__)
+KEY_PREFIX = "fraudscale:score:v1:"
+
+_encoder = msgspec.json.Encoder()
+_pack = msgspec.msgpack.Encoder()
+_unpack = msgspec.msgpack.Decoder(Score)
+
+
+def cache_key(transaction: Transaction, model_version: str) -> str:
+    digest = hashlib.sha256(_encoder.encode(transaction))
+    digest.update(f"|{model_version}|{FEATURE_VERSION}".encode())
+    return KEY_PREFIX + digest.hexdigest()
+
+
+class ScoreCache:
+    def __init__(
+        self,
+        *,
+        l1_size: int,
+        ttl_seconds: float,
+        redis: aioredis.Redis | None = None,
+    ) -> None:
+        self.l1: TTLCache[str, Score] = TTLCache(maxsize=l1_size, ttl=ttl_seconds)
+        self.redis = redis
+        self.ttl = ttl_seconds
+        self.hits = {"l1": 0, "l2": 0}
+        self.misses = 0
+        self.bypasses = 0
+        """L2 reads or writes skipped because Redis failed."""
+        self._writes: set[asyncio.Task[None]] = set()
+
+    async def get_many(self, keys: Sequence[str]) -> list[Score | None]:
+        found: list[Score | None] = [self.l1.get(k) for k in keys]
+        self.hits["l1"] += sum(f is not None for f in found)
+        missing = [i for i, f in enumerate(found) if f is None]
+        if missing and self.redis is not None:
+            try:
+                # decode_responses is off: raw MessagePack bytes (or None).
+                values = cast(list[bytes | None], await self.redis.mget([keys[i] for i in missing]))
+            except (RedisError, OSError) as exc:
+                self.bypasses += 1
+                log.warning("score cache L2 unavailable: %s", exc)
+                values = [None] * len(missing)
+            for i, value in zip(missing, values, strict=True):
+                if value is not None:
+                    score = _unpack.decode(value)
+                    self.l1[keys[i]] = score
+                    found[i] = score
+                    self.hits["l2"] += 1
+        self.misses += sum(f is None for f in found)
+        return [msgspec.structs.replace(f, cached=True) if f else None for f in found]
+
+    def put_many(self, keys: Sequence[str], scores: Sequence[Score]) -> None:
+        """Fill L1 now and L2 in the background: a request never waits on a cache write."""
+        for key, score in zip(keys, scores, strict=True):
+            self.l1[key] = score
+        if self.redis is not None:
+            task = asyncio.create_task(self._write(list(keys), list(scores)))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def _write(self, keys: list[str], scores: list[Score]) -> None:
+        assert self.redis is not None
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key, score in zip(keys, scores, strict=True):
+                    pipe.set(key, _pack.encode(score), px=int(self.ttl * 1000))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self.bypasses += 1
+            log.warning("score cache L2 write skipped: %s", exc)
+
+    async def drain(self) -> None:
+        """Wait for background writes (shutdown, tests)."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
