@@ -65,10 +65,15 @@ test-unit: install ## Only the fast tests that start no external service
 	$(RUN) pytest -m unit
 
 .PHONY: demo
-demo: install check-java ## Run the platform on embedded defaults: simulate, ingest, train, publish, score
+demo: install check-java redis ## Run the platform on embedded defaults: simulate, ingest, train, publish, score
 	$(RUN) fraudscale generate --days $(DEMO_DAYS) --cards $(DEMO_CARDS) --merchants $(DEMO_MERCHANTS) --out data/landing
 	$(RUN) fraudscale summary data/landing
 	$(RUN) python -m fraud_assets.demo
+	$(RUN) python -m serving.demo
+
+.PHONY: serve
+serve: install ## Serve the published champion over REST on http://127.0.0.1:8000 (FRAUD_SERVING_* settings)
+	$(RUN) python -m serving.app
 
 .PHONY: dagster
 dagster: install ## Open the Dagster UI on the asset graph (http://127.0.0.1:3000)

@@ -15,8 +15,9 @@ from litestar.testing import TestClient
 from fraud_core.features import arrow_columns, feature_matrix
 from fraud_core.model_store import ModelStore
 from fraud_core.scorer import Scorer
-from fraud_core.state import CardState, MerchantState, card_key, encode_state, merchant_key, replay
+from fraud_core.state import replay
 from serving.app import create_app
+from serving.online_loader import load_online_state
 from serving.settings import ServingSettings
 from tests.serving.conftest import RedisServer
 
@@ -42,14 +43,10 @@ def test_rest_score_equals_the_reference_given_the_same_history(
     busiest = max(counts, key=lambda c: c["counts"])["values"]
     rows = pc.indices_nonzero(pc.equal(history.column("card_id"), busiest)).to_pylist()
     target = rows[-1]
-    before = history.slice(0, target)
-    cards: dict[str, CardState] = {}
-    merchants: dict[str, MerchantState] = {}
-    replay(before, cards, merchants)
     row = history.slice(target, 1).to_pylist()[0]
-    store = redis.Redis.from_url(redis_server.url)
-    store.set(card_key(busiest), encode_state(cards[busiest]))
-    store.set(merchant_key(row["merchant_id"]), encode_state(merchants[row["merchant_id"]]))
+    cards, merchants = load_online_state(history.slice(0, target), redis_server.url)
+    assert cards > 100
+    assert merchants > 10
     expected = Scorer(trained.bundle).score(
         feature_matrix({**arrow_columns(history), **replay(history)})[target : target + 1]
     )[0]
