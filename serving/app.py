@@ -14,6 +14,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
 from fraud_core.model_store import ModelStore
+from serving.auth import Access, parse_api_keys
 from serving.cache import ScoreCache
 from serving.controllers.health import HealthController
 from serving.controllers.inference import InferenceController
@@ -51,6 +52,12 @@ def create_app(
             )
             if config.cache_enabled
             else None
+        )
+        app.state.access = Access(
+            parse_api_keys(config.api_keys),
+            config.api_key_header,
+            config.rate_limit_per_second,
+            config.rate_limit_burst,
         )
         app.state.metrics = ServingMetrics()
         app.state.metrics.watch(app.state.cache, app.state.online_state)

@@ -62,10 +62,17 @@ def api_error_handler(request: Request, exc: ApiError) -> Response[Any]:
 
 
 def http_error_handler(request: Request, exc: HTTPException) -> Response[Any]:
-    code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
-        exc.status_code, "http_error"
-    )
-    return _respond(request, exc.status_code, ErrorBody(code, str(exc.detail)))
+    code = {
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "too_large",
+        429: "rate_limited",
+    }.get(exc.status_code, "http_error")
+    response = _respond(request, exc.status_code, ErrorBody(code, str(exc.detail)))
+    response.headers.update(exc.headers or {})
+    return response
 
 
 def internal_error_handler(request: Request, exc: Exception) -> Response[Any]:

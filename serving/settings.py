@@ -33,6 +33,12 @@ class ServingSettings(msgspec.Struct, frozen=True, kw_only=True):
     cache_ttl_seconds: float = 300.0
     l1_cache_size: int = 100_000
     """Entries kept in the in-process cache (the Redis one is bounded by its TTL)."""
+    api_keys: str = ""
+    """`key:score+infer,key2:score`; empty leaves the service open (local use)."""
+    api_key_header: str = "X-API-Key"
+    rate_limit_per_second: float = 0.0
+    """Requests per second per API key (0: no limit); bursts up to `rate_limit_burst`."""
+    rate_limit_burst: float = 50.0
     host: str = "127.0.0.1"
     port: int = 8000
 

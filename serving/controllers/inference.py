@@ -14,6 +14,7 @@ from litestar.params import FromPath
 from fraud_core.features import FEATURE_NAMES, N_FEATURES
 from fraud_core.schema import SchemaError, decode_json
 from fraud_core.scorer import Scorer
+from serving.auth import require
 from serving.controllers.score import served_model
 from serving.errors import ApiError
 
@@ -114,6 +115,7 @@ def _features(request: InferRequest, binary: bytes = b"") -> np.ndarray:
 
 class InferenceController(Controller):
     path = "/v2"
+    guards = [require("infer")]  # noqa: RUF012 (Litestar reads it as a class attribute)
     tags = ["open inference protocol"]  # noqa: RUF012 (Litestar reads it as a class attribute)
 
     @get("/", operation_id="server_metadata", name="server_metadata")

@@ -10,6 +10,7 @@ from litestar.datastructures import State
 
 from fraud_core.schema import SchemaError, Transaction, decode_json
 from fraud_core.scorer import Scorer
+from serving.auth import require
 from serving.cache import ScoreCache, cache_key
 from serving.errors import ApiError
 from serving.services.scoring import Score, score_transactions
@@ -71,6 +72,7 @@ async def _score(state: State, transactions: list[Transaction]) -> list[Score]:
 
 class ScoreController(Controller):
     path = "/v1/score"
+    guards = [require("score")]  # noqa: RUF012 (Litestar reads it as a class attribute)
     tags = ["scoring"]  # noqa: RUF012 (Litestar reads it as a class attribute)
 
     @post("/", operation_id="score", name="score", status_code=200)

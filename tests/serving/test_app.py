@@ -222,3 +222,34 @@ def test_metrics_count_requests_by_route_and_show_the_model(store, client_for, t
     text = client.get("/metrics").text
     assert 'fraudscale_cache_hits_total{level="l1"} 1.0' in text
     assert "fraudscale_cache_misses_total 3.0" in text
+
+
+def test_api_keys_scopes_and_rate_limits(store, client_for, trained) -> None:  # type: ignore[no-untyped-def]
+    store.publish(versioned(trained.bundle, "v1"))
+    client = client_for(
+        api_keys="s3cret:score,reader:infer", rate_limit_per_second=1.0, rate_limit_burst=2.0
+    )
+    payload = msgspec.json.encode(TXN)
+    missing = client.post("/v1/score", content=payload)
+    assert (missing.status_code, missing.json()["error"]["code"]) == (401, "unauthorized")
+    wrong = client.post("/v1/score", content=payload, headers={"X-API-Key": "guess"})
+    assert wrong.status_code == 401
+    no_scope = client.post("/v1/score", content=payload, headers={"X-API-Key": "reader"})
+    assert (no_scope.status_code, no_scope.json()["error"]["code"]) == (403, "forbidden")
+    allowed = [
+        client.post("/v1/score", content=payload, headers={"X-API-Key": "s3cret"}) for _ in range(2)
+    ]
+    assert [r.status_code for r in allowed] == [200, 200]
+    limited = client.post("/v1/score", content=payload, headers={"X-API-Key": "s3cret"})
+    assert (limited.status_code, limited.json()["error"]["code"]) == (429, "rate_limited")
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert client.get("/v2/health/live").status_code == 200  # health stays open
+
+
+def test_bad_api_key_settings_are_refused() -> None:
+    from serving.auth import parse_api_keys
+
+    assert parse_api_keys("a:score+infer, b:score") == {"a": {"score", "infer"}, "b": {"score"}}
+    assert parse_api_keys("") == {}
+    with pytest.raises(ValueError, match="unknown scopes"):
+        parse_api_keys("a:admin")
