@@ -15,6 +15,7 @@ from litestar.openapi import OpenAPIConfig
 
 from fraud_core.model_store import ModelStore
 from serving.auth import Access, parse_api_keys
+from serving.batching import MicroBatcher
 from serving.cache import ScoreCache
 from serving.controllers.health import HealthController
 from serving.controllers.inference import InferenceController
@@ -53,13 +54,22 @@ def create_app(
             if config.cache_enabled
             else None
         )
+        app.state.metrics = ServingMetrics()
+        app.state.batcher = (
+            MicroBatcher(
+                max_rows=config.max_batch_rows,
+                max_wait_us=config.max_batch_wait_us,
+                on_batch=app.state.metrics.batch_size.observe,
+            )
+            if config.batching_enabled
+            else None
+        )
         app.state.access = Access(
             parse_api_keys(config.api_keys),
             config.api_key_header,
             config.rate_limit_per_second,
             config.rate_limit_burst,
         )
-        app.state.metrics = ServingMetrics()
         app.state.metrics.watch(app.state.cache, app.state.online_state)
 
         watcher = asyncio.create_task(models.watch(config.model_poll_seconds))

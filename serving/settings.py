@@ -33,6 +33,11 @@ class ServingSettings(msgspec.Struct, frozen=True, kw_only=True):
     cache_ttl_seconds: float = 300.0
     l1_cache_size: int = 100_000
     """Entries kept in the in-process cache (the Redis one is bounded by its TTL)."""
+    batching_enabled: bool = True
+    """Gather concurrent requests into one onnxruntime call."""
+    max_batch_rows: int = 64
+    max_batch_wait_us: int = 500
+    """Longest a request waits for company; the batcher flushes sooner once arrivals stop."""
     api_keys: str = ""
     """`key:score+infer,key2:score`; empty leaves the service open (local use)."""
     api_key_header: str = "X-API-Key"

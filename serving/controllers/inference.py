@@ -15,7 +15,7 @@ from fraud_core.features import FEATURE_NAMES, N_FEATURES
 from fraud_core.schema import SchemaError, decode_json
 from fraud_core.scorer import Scorer
 from serving.auth import require
-from serving.controllers.score import served_model
+from serving.controllers.score import infer, served_model
 from serving.errors import ApiError
 
 INPUT_NAME = "features"
@@ -151,9 +151,7 @@ class InferenceController(Controller):
         """Fraud probability for each row of an FP32 [n, features] tensor."""
         scorer = _model(state, model_name)
         body, binary = await _decode(request)
-        features = _features(body, binary)
-        state.metrics.batch_size.observe(len(features))
-        scores = scorer.score(features)
+        scores = await infer(state, scorer, _features(body, binary))
         response: dict[str, Any] = {
             "model_name": scorer.metadata.name,
             "model_version": scorer.version,

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from typing import TypeVar
 
 import msgspec
+import numpy as np
 from litestar import Controller, Request, post
 from litestar.datastructures import State
 
 from fraud_core.schema import SchemaError, Transaction, decode_json
 from fraud_core.scorer import Scorer
 from serving.auth import require
+from serving.batching import MicroBatcher
 from serving.cache import ScoreCache, cache_key
 from serving.errors import ApiError
-from serving.services.scoring import Score, score_transactions
+from serving.services.scoring import Score, build_scores, transaction_features
 
 T = TypeVar("T")
 
@@ -41,7 +44,17 @@ async def decode_body(request: Request, kind: type[T]) -> T:
         raise ApiError.from_schema(exc) from None
 
 
+async def infer(state: State, scorer: Scorer, x: np.ndarray) -> np.ndarray:
+    """Scores of a feature matrix: through the micro-batcher when it is on."""
+    batcher: MicroBatcher | None = state.batcher
+    if batcher is None:
+        state.metrics.batch_size.observe(len(x))
+        return scorer.score(x)
+    return await batcher.score(scorer, x)
+
+
 async def _score(state: State, transactions: list[Transaction]) -> list[Score]:
+    started = time.perf_counter_ns()
     scorer = served_model(state)  # taken once: the whole request uses this version
     cache: ScoreCache | None = state.cache
     keys = [cache_key(t, scorer.version) for t in transactions] if cache else []
@@ -52,21 +65,20 @@ async def _score(state: State, transactions: list[Transaction]) -> list[Score]:
         states = await state.online_state.fetch(
             [t.card_id for t in misses], [t.merchant_id for t in misses]
         )
-        state.metrics.batch_size.observe(len(misses))
-        scores = score_transactions(
+        x = transaction_features(misses, states.cards, states.merchants)
+        scores = build_scores(
             scorer,
             misses,
-            states.cards,
-            states.merchants,
+            x,
+            await infer(state, scorer, x),
             reasons=state.settings.reasons,
             degraded=states.degraded,
+            started_ns=started,
         )
         for i, score in zip(todo, scores, strict=True):
             found[i] = score
-        if cache:
-            # A score computed without the card's state is not worth keeping.
-            fresh = [(keys[i], s) for i, s in zip(todo, scores, strict=True) if not states.degraded]
-            cache.put_many([k for k, _ in fresh], [s for _, s in fresh])
+        if cache and not states.degraded:  # a score without the card's state is not kept
+            cache.put_many([keys[i] for i in todo], scores)
     return [f for f in found if f is not None]
 
 

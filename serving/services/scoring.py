@@ -64,22 +64,21 @@ def transaction_features(
     return feature_matrix(columns)
 
 
-def score_transactions(
+def build_scores(
     scorer: Scorer,
     transactions: Sequence[Transaction],
-    cards: Sequence[CardState],
-    merchants: Sequence[MerchantState],
+    x: np.ndarray,
+    scores: np.ndarray,
     *,
     reasons: int = 3,
     degraded: bool = False,
+    started_ns: int = 0,
 ) -> list[Score]:
-    start = time.perf_counter_ns()
-    x = transaction_features(transactions, cards, merchants)
-    scores = scorer.score(x)
+    """The answers for scored transactions: decision at the model's threshold, top reasons."""
     top = scorer.reasons(x, k=reasons)
     threshold = np.float32(scorer.threshold)
-    elapsed = (time.perf_counter_ns() - start) // 1000
     meta = scorer.metadata
+    elapsed = (time.perf_counter_ns() - started_ns) // 1000 if started_ns else 0
     return [
         Score(
             transaction_id=t.transaction_id,

@@ -2,49 +2,29 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import numpy as np
 import pytest
-import uvicorn
 
 from fraud_core.features import N_FEATURES
 from fraud_core.model_store import ModelStore
 from fraud_core.scorer import Scorer
 from serving.app import create_app
 from serving.settings import ServingSettings
+from tests.serving.conftest import running_server
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, trained) -> Iterator[str]:  # type: ignore[no-untyped-def]
     store = ModelStore(Path(tmp_path_factory.mktemp("models")))
     store.publish(trained.bundle)
-    port = free_port()
-    settings = ServingSettings(model_store_dir=str(store.root), port=port)
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    yield f"127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running_server(create_app(ServingSettings(model_store_dir=str(store.root)))) as url:
+        yield url
 
 
 def test_tritonclient_round_trip(server: str, trained, reference_features: np.ndarray) -> None:  # type: ignore[no-untyped-def]
