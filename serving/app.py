@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
+from opentelemetry.sdk.trace import TracerProvider
 
 from fraud_core.model_store import ModelStore
 from serving.auth import Access, parse_api_keys
@@ -25,10 +26,13 @@ from serving.metrics import ServingMetrics, metrics_endpoint, metrics_middleware
 from serving.services.models import ModelHolder
 from serving.services.state import NoOnlineState, OnlineState, RedisOnlineState
 from serving.settings import ServingSettings
+from serving.telemetry import configure_json_logs, make_tracer
 
 
 def create_app(
-    settings: ServingSettings | None = None, online_state: OnlineState | None = None
+    settings: ServingSettings | None = None,
+    online_state: OnlineState | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> Litestar:
     config = settings or ServingSettings.from_env()
 
@@ -54,6 +58,7 @@ def create_app(
             if config.cache_enabled
             else None
         )
+        app.state.tracer = make_tracer(config.otlp_endpoint, tracer_provider)
         app.state.metrics = ServingMetrics()
         app.state.batcher = (
             MicroBatcher(
@@ -102,9 +107,12 @@ def create_app(
 def main() -> None:
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO)
     settings = ServingSettings.from_env()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    if settings.json_logs:
+        configure_json_logs()
+    else:
+        logging.basicConfig(level=logging.INFO)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
 
 
 if __name__ == "__main__":

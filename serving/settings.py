@@ -44,6 +44,10 @@ class ServingSettings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_per_second: float = 0.0
     """Requests per second per API key (0: no limit); bursts up to `rate_limit_burst`."""
     rate_limit_burst: float = 50.0
+    otlp_endpoint: str = ""
+    """OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces); empty: no tracing."""
+    json_logs: bool = True
+    """One JSON object per log line (for log shippers); false for plain text."""
     host: str = "127.0.0.1"
     port: int = 8000
 

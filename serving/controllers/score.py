@@ -9,6 +9,7 @@ import msgspec
 import numpy as np
 from litestar import Controller, Request, post
 from litestar.datastructures import State
+from opentelemetry.trace import Tracer
 
 from fraud_core.schema import SchemaError, Transaction, decode_json
 from fraud_core.scorer import Scorer
@@ -56,21 +57,31 @@ async def infer(state: State, scorer: Scorer, x: np.ndarray) -> np.ndarray:
 async def _score(state: State, transactions: list[Transaction]) -> list[Score]:
     started = time.perf_counter_ns()
     scorer = served_model(state)  # taken once: the whole request uses this version
+    tracer: Tracer = state.tracer
     cache: ScoreCache | None = state.cache
     keys = [cache_key(t, scorer.version) for t in transactions] if cache else []
-    found: list[Score | None] = await cache.get_many(keys) if cache else [None] * len(transactions)
+    with tracer.start_as_current_span("cache_lookup"):
+        found: list[Score | None] = (
+            await cache.get_many(keys) if cache else [None] * len(transactions)
+        )
     todo = [i for i, f in enumerate(found) if f is None]
     if todo:
         misses = [transactions[i] for i in todo]
-        states = await state.online_state.fetch(
-            [t.card_id for t in misses], [t.merchant_id for t in misses]
-        )
-        x = transaction_features(misses, states.cards, states.merchants)
+        with tracer.start_as_current_span("online_state"):
+            states = await state.online_state.fetch(
+                [t.card_id for t in misses], [t.merchant_id for t in misses]
+            )
+        with tracer.start_as_current_span("features"):
+            x = transaction_features(misses, states.cards, states.merchants)
+        with tracer.start_as_current_span("inference") as span:
+            span.set_attribute("model.version", scorer.version)
+            span.set_attribute("rows", len(x))
+            raw = await infer(state, scorer, x)
         scores = build_scores(
             scorer,
             misses,
             x,
-            await infer(state, scorer, x),
+            raw,
             reasons=state.settings.reasons,
             degraded=states.degraded,
             started_ns=started,

@@ -253,3 +253,35 @@ def test_bad_api_key_settings_are_refused() -> None:
     assert parse_api_keys("") == {}
     with pytest.raises(ValueError, match="unknown scopes"):
         parse_api_keys("a:admin")
+
+
+def test_a_request_is_traced_through_cache_state_features_and_inference(store, trained) -> None:  # type: ignore[no-untyped-def]
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    store.publish(versioned(trained.bundle, "v1"))
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    settings = ServingSettings(model_store_dir=str(store.root))
+    with TestClient(create_app(settings, tracer_provider=provider)) as client:
+        assert client.post("/v1/score", content=msgspec.json.encode(TXN)).status_code == 200
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert {"cache_lookup", "online_state", "features", "inference"} <= set(spans)
+    assert spans["inference"].attributes["model.version"] == "v1"
+
+
+def test_logs_are_one_json_object_per_line() -> None:
+    import logging
+
+    from serving.telemetry import JsonFormatter
+
+    record = logging.LogRecord("serving", logging.WARNING, __file__, 1, "refused %s", ("v3",), None)
+    entry = msgspec.json.decode(JsonFormatter().format(record))
+    assert (entry["level"], entry["logger"], entry["message"]) == (
+        "WARNING",
+        "serving",
+        "refused v3",
+    )
+    assert entry["time"].endswith("Z")
