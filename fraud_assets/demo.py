@@ -11,8 +11,8 @@ import pyarrow.compute as pc
 from rich.console import Console
 from rich.table import Table
 
-from fraud_assets.definitions import ASSETS, CHECKS
 from fraud_assets.defs.resources import get_resources
+from fraud_assets.lib.runs import materialize_graph
 from fraud_assets.lib.warehouse import read_days
 from fraud_core.landing import landing_days
 
@@ -26,22 +26,16 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 def materialize(
     resources: dict[str, Any], selection: list[str], days: list[dt.date] | None = None
 ) -> None:
-    tags = {}
-    if days:
-        tags = {
-            "dagster/asset_partition_range_start": days[0].isoformat(),
-            "dagster/asset_partition_range_end": days[-1].isoformat(),
-        }
+    span = (days[0], days[-1]) if days else None
     console.print(
         f"[bold]materializing[/bold] {', '.join(selection)}"
-        + (f" for {days[0]} .. {days[-1]}" if days else "")
+        + (f" for {span[0]} .. {span[1]}" if span else "")
     )
-    dg.materialize(
-        [*ASSETS, *CHECKS],
-        selection=selection,
+    materialize_graph(
+        selection,
         instance=dg.DagsterInstance.get(),
         resources=resources,
-        tags=tags,
+        days=span,
         run_config=QUIET,
     )
 

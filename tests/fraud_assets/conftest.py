@@ -11,8 +11,8 @@ import dagster as dg
 import pytest
 from dagster_pyspark import LazyPySparkResource
 
-from fraud_assets.definitions import ASSETS, CHECKS
 from fraud_assets.defs.resources import MlflowResource, StorageResource, spark_config
+from fraud_assets.lib.runs import materialize_graph
 from tests.conftest import SMALL_WORLD
 
 DAYS = [SMALL_WORLD.start + dt.timedelta(days=i) for i in range(SMALL_WORLD.days)]
@@ -48,10 +48,6 @@ def make_resources(
     }
 
 
-def all_assets() -> list[Any]:
-    return [*ASSETS, *CHECKS]
-
-
 def run_range(
     instance: dg.DagsterInstance,
     resources: dict[str, Any],
@@ -60,16 +56,7 @@ def run_range(
     last: dt.date,
 ) -> dg.ExecuteInProcessResult:
     """One run over a range of days, as a single-run backfill launches it."""
-    return dg.materialize(
-        all_assets(),
-        selection=selection,
-        instance=instance,
-        resources=resources,
-        tags={
-            "dagster/asset_partition_range_start": first.isoformat(),
-            "dagster/asset_partition_range_end": last.isoformat(),
-        },
-    )
+    return materialize_graph(selection, instance=instance, resources=resources, days=(first, last))
 
 
 def run_unpartitioned(
@@ -79,9 +66,8 @@ def run_unpartitioned(
     *,
     raise_on_error: bool = True,
 ) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        all_assets(),
-        selection=selection,
+    return materialize_graph(
+        selection,
         instance=instance,
         resources=resources,
         run_config=TRAINING_CONFIG,

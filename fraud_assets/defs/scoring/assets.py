@@ -12,7 +12,6 @@ from fraud_assets.defs.resources import StorageResource
 from fraud_assets.lib.batch import score_days
 from fraud_assets.lib.drift import PSI_ALERT, load_baseline, psi
 from fraud_assets.lib.warehouse import (
-    day_rows,
     read_days,
     write_day,
 )
@@ -45,22 +44,18 @@ def scored_transactions(
         )
     except FileNotFoundError as exc:
         raise dg.Failure(description=str(exc)) from None
-    scores = read_days(table, written, columns=["score", "is_alert"])
+    per_day = {d: read_days(table, [d], columns=["score", "is_alert"]) for d in written}
+    scores = pa.concat_tables(per_day.values())
     baseline = load_baseline(baseline_path(storage, bundle.metadata.version))
-    drift = (
-        {
-            d.isoformat(): psi(
-                baseline, read_days(table, [d], ["score"]).column("score").to_numpy()
-            )
-            for d in written
-        }
+    drift = {
+        d.isoformat(): psi(baseline, day.column("score").to_numpy())
+        for d, day in per_day.items()
         if baseline
-        else {}
-    )
+    }
     worst = max(drift.values(), default=0.0)
     return dg.MaterializeResult(
         metadata={
-            "rows": sum(day_rows(table, d) for d in written),
+            "rows": scores.num_rows,
             "alerts": int(pc.sum(scores.column("is_alert")).as_py() or 0),
             "mean_score": float(np.mean(scores.column("score").to_numpy())),
             "model_version": bundle.metadata.version,
