@@ -145,6 +145,11 @@ LABEL_DELAY_US = 3 * DAY_US
 CARD_RETENTION_US = max(s.window_us for s in CARD_WINDOWS)
 MERCHANT_RETENTION_US = max(s.window_us for s in MERCHANT_WINDOWS) + 7 * DAY_US
 
+CARD_LOOKBACK_DAYS = -(-CARD_RETENTION_US // DAY_US)
+"""Whole days of transactions before a day that its card windows can reach."""
+LABEL_LOOKBACK_DAYS = -(-(max(s.window_us for s in MERCHANT_WINDOWS) + LABEL_DELAY_US) // DAY_US)
+"""Whole days before a day whose labels can be known, and counted by merchant windows, in it."""
+
 STATEFUL_FEATURES = tuple(s.name for s in WINDOW_SPECS)
 FEATURE_NAMES = STATELESS_FEATURES + STATEFUL_FEATURES
 """Every model input, in the order of the model's input tensor."""

@@ -7,20 +7,12 @@ import os
 import dagster as dg
 
 from fraud_assets.lib.warehouse import days_between
-from fraud_core.features import CARD_RETENTION_US, DAY_US, LABEL_DELAY_US, MERCHANT_WINDOWS
+from fraud_core.features import DAY_US, LABEL_DELAY_US, LABEL_LOOKBACK_DAYS
 
 START_DATE = os.environ.get("FRAUD_ASSETS_START_DATE", "2026-01-05")
 """First day of data (the simulator's default start)."""
 
 daily = dg.DailyPartitionsDefinition(start_date=START_DATE, timezone="UTC")
-
-CARD_LOOKBACK_DAYS = math.ceil(CARD_RETENTION_US / DAY_US)
-"""Days of transactions before a day that its card windows can reach."""
-
-LABEL_LOOKBACK_DAYS = math.ceil(
-    (max(s.window_us for s in MERCHANT_WINDOWS) + LABEL_DELAY_US) / DAY_US
-)
-"""Days before a day whose labels can be known, and counted by merchant windows, during it."""
 
 LABEL_DELAY_DAYS = math.ceil(LABEL_DELAY_US / DAY_US)
 

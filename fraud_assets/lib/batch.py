@@ -18,13 +18,9 @@ from fraud_assets.lib.warehouse import (
     swap_in_days,
 )
 from fraud_core.bundle import ModelBundle
-from fraud_core.features import CARD_RETENTION_US, LABEL_DELAY_US, MERCHANT_WINDOWS
+from fraud_core.features import CARD_LOOKBACK_DAYS, LABEL_LOOKBACK_DAYS
 from fraud_core.schema import LABELLED_SCHEMA, to_micros
 
-CARD_LOOKBACK = dt.timedelta(microseconds=CARD_RETENTION_US)
-LABEL_LOOKBACK = dt.timedelta(
-    microseconds=max(s.window_us for s in MERCHANT_WINDOWS) + LABEL_DELAY_US
-)
 _SPARK_TYPES = {
     "string": "string",
     "double": "double",
@@ -38,8 +34,8 @@ def day_start_us(day: dt.date) -> int:
     return to_micros(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC))
 
 
-def _lookback_days(first: dt.date, end: dt.date, span: dt.timedelta) -> list[dt.date]:
-    return days_between(first - dt.timedelta(days=-(-span // dt.timedelta(days=1))), end)
+def _lookback_days(first: dt.date, end: dt.date, days_before: int) -> list[dt.date]:
+    return days_between(first - dt.timedelta(days=days_before), end)
 
 
 def featurize_days(
@@ -51,8 +47,8 @@ def featurize_days(
     them). Returns the days written and how many history days each side read.
     """
     first, end = days[0], days[-1] + dt.timedelta(days=1)
-    card_days = existing_day_folders(raw, _lookback_days(first, end, CARD_LOOKBACK))
-    label_days = existing_day_folders(raw, _lookback_days(first, end, LABEL_LOOKBACK))
+    card_days = existing_day_folders(raw, _lookback_days(first, end, CARD_LOOKBACK_DAYS))
+    label_days = existing_day_folders(raw, _lookback_days(first, end, LABEL_LOOKBACK_DAYS))
     read = session.read.schema(RAW_SCHEMA).parquet
     history = read(*map(str, card_days))
     labels = read(*map(str, label_days)).where(F.col("is_fraud").isNotNull())

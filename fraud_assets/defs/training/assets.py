@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fraud_assets.defs.partitions import CARD_LOOKBACK_DAYS, LABEL_DELAY_DAYS
+from fraud_assets.defs.partitions import LABEL_DELAY_DAYS
 from fraud_assets.defs.resources import MlflowResource, StorageResource
 from fraud_assets.lib.candidates import (
     CHALLENGER,
@@ -24,7 +24,7 @@ from fraud_assets.lib.candidates import (
 from fraud_assets.lib.registry import experiment_id
 from fraud_assets.lib.warehouse import read_days, write_file
 from fraud_core.challenger import export_mlp, fit_mlp, quantize_int8
-from fraud_core.features import FEATURE_NAMES, arrow_columns, feature_matrix
+from fraud_core.features import CARD_LOOKBACK_DAYS, FEATURE_NAMES, arrow_columns, feature_matrix
 from fraud_core.scorer import Scorer
 from fraud_core.training import (
     LightGBMParams,
