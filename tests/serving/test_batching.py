@@ -11,9 +11,9 @@ import pytest
 
 from fraud_core.model_store import ModelStore
 from serving.app import create_app
+from serving.local import running_server
 from serving.settings import ServingSettings
 from tests.conftest import SAMPLE_TRANSACTION
-from tests.serving.conftest import running_server
 
 pytestmark = pytest.mark.integration
 

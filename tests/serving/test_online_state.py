@@ -17,9 +17,9 @@ from fraud_core.model_store import ModelStore
 from fraud_core.scorer import Scorer
 from fraud_core.state import replay
 from serving.app import create_app
+from serving.local import LocalRedis
 from serving.online_loader import load_online_state
 from serving.settings import ServingSettings
-from tests.serving.conftest import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def client(tmp_path: Path, bundle, url: str) -> TestClient:  # type: ignore[no-u
 
 
 def test_rest_score_equals_the_reference_given_the_same_history(
-    tmp_path: Path, redis_server: RedisServer, trained, history: pa.Table
+    tmp_path: Path, redis_server: LocalRedis, trained, history: pa.Table
 ) -> None:  # type: ignore[no-untyped-def]
     # The busiest card's last transaction, after all the history before it.
     counts = pc.value_counts(history.column("card_id")).to_pylist()
@@ -57,7 +57,7 @@ def test_rest_score_equals_the_reference_given_the_same_history(
 
 
 def test_redis_dying_mid_load_fails_no_request_and_recovers(
-    tmp_path: Path, redis_server: RedisServer, trained, history: pa.Table
+    tmp_path: Path, redis_server: LocalRedis, trained, history: pa.Table
 ) -> None:  # type: ignore[no-untyped-def]
     rows = history.slice(0, 60).to_pylist()
     degraded = []
@@ -79,7 +79,7 @@ def test_redis_dying_mid_load_fails_no_request_and_recovers(
 
 
 def test_cache_serves_retries_never_across_model_versions(
-    tmp_path: Path, redis_server: RedisServer, trained, history: pa.Table
+    tmp_path: Path, redis_server: LocalRedis, trained, history: pa.Table
 ) -> None:  # type: ignore[no-untyped-def]
     import onnx
 

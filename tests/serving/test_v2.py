@@ -13,8 +13,8 @@ from fraud_core.features import N_FEATURES
 from fraud_core.model_store import ModelStore
 from fraud_core.scorer import Scorer
 from serving.app import create_app
+from serving.local import running_server
 from serving.settings import ServingSettings
-from tests.serving.conftest import running_server
 
 pytestmark = pytest.mark.integration
 
