@@ -11,6 +11,8 @@ version.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import re
 import tempfile
@@ -18,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fraud_core.bundle import BundleError, ModelBundle, read_bundle, write_bundle
+from fraud_core.scorer import Scorer
+
+log = logging.getLogger(__name__)
 
 POINTER = "CHAMPION"
 _VERSION = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -90,3 +95,56 @@ class ModelStore:
         if not folder.exists():
             return []
         return sorted(p.parent.name for p in folder.glob("*/model.onnx"))
+
+
+class ModelHolder:
+    """Holds the current Scorer and replaces it whole when the store's pointer moves.
+
+    A REST request or a stream batch takes `current` once and scores with that object to the
+    end, so in-flight work finishes on the old model while new work gets the new model, and no
+    answer mixes two versions. A bundle that fails validation is refused and counted; the old
+    one serves on.
+    """
+
+    def __init__(self, store: ModelStore, *, threads: int = 1) -> None:
+        self.store = store
+        self.threads = threads
+        self.current: Scorer | None = None
+        self.load_failures = 0
+        self.last_error = ""
+        self._seen = PointerState(None, -1)
+
+    @property
+    def ready(self) -> bool:
+        return self.current is not None
+
+    def refresh(self) -> bool:
+        """Load the published champion if the pointer changed; True when a new model is live."""
+        state = self.store.pointer_state()
+        if state == self._seen:
+            return False
+        self._seen = state
+        if state.version is None:
+            return False
+        if self.current is not None and self.current.version == state.version:
+            return False
+        try:
+            scorer = Scorer(self.store.load(state.version), intra_op_threads=self.threads)
+        except BundleError as exc:
+            self.load_failures += 1
+            self.last_error = str(exc)
+            log.error("refused model %s: %s", state.version, exc)
+            return False
+        previous = self.current.version if self.current else None
+        self.current = scorer
+        log.info("serving model %s (was %s)", scorer.bundle.label, previous)
+        return True
+
+    async def watch(self, interval: float) -> None:
+        """Poll the pointer forever; loading happens off the event loop."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception:  # a broken store must not kill the watcher
+                log.exception("model refresh failed")

@@ -14,7 +14,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from opentelemetry.sdk.trace import TracerProvider
 
-from fraud_core.model_store import ModelStore
+from fraud_core.model_store import ModelHolder, ModelStore
 from serving.auth import Access, parse_api_keys
 from serving.batching import MicroBatcher
 from serving.cache import ScoreCache
@@ -23,7 +23,6 @@ from serving.controllers.inference import InferenceController
 from serving.controllers.score import ScoreController
 from serving.errors import ApiError, api_error_handler, http_error_handler, internal_error_handler
 from serving.metrics import ServingMetrics, metrics_endpoint, metrics_middleware
-from serving.services.models import ModelHolder
 from serving.services.state import NoOnlineState, OnlineState, RedisOnlineState
 from serving.settings import ServingSettings
 from serving.telemetry import configure_json_logs, make_tracer

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from fraud_core.features import FEATURE_VERSION
 from fraud_core.schema import Transaction
-from serving.services.scoring import Score
+from fraud_core.scoring import Score
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "fraudscale:score:v1:"

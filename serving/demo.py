@@ -17,8 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from fraud_core.landing import read_landing
+from fraud_core.local import LocalRedis
 from serving.app import create_app
-from serving.local import LocalRedis, running_server
+from serving.local import running_server
 from serving.online_loader import load_online_state
 from serving.settings import ServingSettings
 

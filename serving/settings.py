@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 import msgspec
+
+from fraud_core.settings import settings_from_env
 
 PREFIX = "FRAUD_SERVING_"
 
@@ -54,13 +55,4 @@ class ServingSettings(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
         """Defaults overridden by FRAUD_SERVING_<FIELD> variables (e.g. FRAUD_SERVING_PORT)."""
-        env = os.environ if environ is None else environ
-        values = {
-            field: env[PREFIX + field.upper()]
-            for field in cls.__struct_fields__
-            if PREFIX + field.upper() in env
-        }
-        try:
-            return msgspec.convert(values, cls, strict=False)
-        except msgspec.ValidationError as exc:
-            raise ValueError(f"invalid {PREFIX}* setting: {exc}") from None
+        return settings_from_env(cls, PREFIX, environ)

@@ -13,11 +13,11 @@ from opentelemetry.trace import Tracer
 
 from fraud_core.schema import SchemaError, Transaction, decode_json
 from fraud_core.scorer import Scorer
+from fraud_core.scoring import Score, build_scores, transaction_features
 from serving.auth import require
 from serving.batching import MicroBatcher
 from serving.cache import ScoreCache, cache_key
 from serving.errors import ApiError
-from serving.services.scoring import Score, build_scores, transaction_features
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.local import LocalRedis
+from fraud_core.local import LocalRedis
 
 
 @pytest.fixture

@@ -13,11 +13,11 @@ import redis
 from litestar.testing import TestClient
 
 from fraud_core.features import arrow_columns, feature_matrix
+from fraud_core.local import LocalRedis
 from fraud_core.model_store import ModelStore
 from fraud_core.scorer import Scorer
 from fraud_core.state import replay
 from serving.app import create_app
-from serving.local import LocalRedis
 from serving.online_loader import load_online_state
 from serving.settings import ServingSettings
 
@@ -84,8 +84,8 @@ def test_cache_serves_retries_never_across_model_versions(
     import onnx
 
     from fraud_core.bundle import make_bundle
+    from fraud_core.scoring import Score
     from serving.cache import KEY_PREFIX
-    from serving.services.scoring import Score
 
     row = wire(history.slice(5, 1).to_pylist()[0])
     raw = redis.Redis.from_url(redis_server.url)

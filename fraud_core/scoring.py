@@ -1,4 +1,4 @@
-"""The transport-agnostic data plane: transactions in, scores out (REST, v2 and tests call it)."""
+"""The transport-agnostic data plane: transactions in, scores out (REST, the stream and tests)."""
 
 from __future__ import annotations
 
@@ -48,10 +48,21 @@ def transaction_features(
     stream and the batch path compute for the same history.
     """
     stateful = [
-        card_features(card, CardEvent(t.timestamp_us, t.amount, t.merchant_id, t.country))
-        + merchant_features(merchant, t.timestamp_us)
+        card_features(card, card_event(t)) + merchant_features(merchant, t.timestamp_us)
         for t, card, merchant in zip(transactions, cards, merchants, strict=True)
     ]
+    return transaction_matrix(transactions, stateful)
+
+
+def card_event(transaction: Transaction) -> CardEvent:
+    t = transaction
+    return CardEvent(t.timestamp_us, t.amount, t.merchant_id, t.country)
+
+
+def transaction_matrix(
+    transactions: Sequence[Transaction], stateful: Sequence[Sequence[float]]
+) -> np.ndarray:
+    """The feature matrix of transactions whose stateful feature values are already known."""
     columns = {
         "amount": [t.amount for t in transactions],
         "timestamp_us": [t.timestamp_us for t in transactions],

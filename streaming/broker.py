@@ -1,0 +1,235 @@
+"""A real Apache Kafka broker on loopback: single node, KRaft mode (broker and controller in one
+JVM), from the jars Maven resolves out of Maven Central with streaming/kafka/pom.xml.
+
+    python -m streaming.broker fetch     resolve the jars into .kafka/libs (once)
+    python -m streaming.broker up        start a broker on 127.0.0.1:9092 in the background
+    python -m streaming.broker down      stop it
+
+Tests start their own on free ports through `LocalKafka`. Set KAFKA_BOOTSTRAP_SERVERS to use
+an existing cluster instead; nothing here runs then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from fraud_core.local import free_port, wait_until
+
+PROJECT = Path(__file__).resolve().parent.parent
+POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
+KAFKA_HOME = Path(os.environ.get("FRAUD_KAFKA_HOME", PROJECT / ".kafka"))
+"""Where the jars (libs/) and the `make kafka-up` broker's files (run/) live."""
+
+JVM_OPTIONS = [
+    "-Xms256m",
+    "-Xmx1g",
+    "-XX:+UseG1GC",
+    "-Djava.awt.headless=true",
+    "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+    "-Dorg.slf4j.simpleLogger.log.kafka.server.KafkaServer=info",
+    "-Dorg.slf4j.simpleLogger.log.kafka.server.BrokerServer=info",
+]
+
+
+def fetch_jars(home: Path = KAFKA_HOME) -> Path:
+    """The folder of broker jars, resolved by Maven the first time (and when the pom changes)."""
+    libs = home / "libs"
+    stamp = libs / f".pom-{hashlib.sha256(POM.read_bytes()).hexdigest()[:16]}"
+    if stamp.exists():
+        return libs
+    if shutil.which("mvn") is None:
+        raise RuntimeError("Maven (mvn) is needed to fetch the Kafka broker from Maven Central")
+    if libs.exists():
+        shutil.rmtree(libs)
+    libs.mkdir(parents=True)
+    subprocess.run(
+        ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+         f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
+        check=True,
+    )  # fmt: skip
+    stamp.touch()
+    return libs
+
+
+def broker_config(folder: Path, port: int, controller_port: int, partitions: int) -> str:
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"log.dirs={folder / 'data'}",
+            f"num.partitions={partitions}",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=4",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=4",
+            # A consumer group starts at once instead of waiting for more members.
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=true",
+            "log.retention.hours=-1",
+            "",
+        ]
+    )
+
+
+class LocalKafka:
+    """One Kafka broker process with its config and log dir in `folder`.
+
+    The first start formats the storage; later starts (a restart after `stop` or `kill`)
+    reuse it, so topics and committed offsets survive a broker restart like on a real cluster.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        port: int | None = None,
+        controller_port: int | None = None,
+        partitions: int = 4,
+    ) -> None:
+        self.folder = folder
+        self.port = port or free_port()
+        self.controller_port = controller_port or free_port()
+        self.partitions = partitions
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _java(self, libs: Path, *args: str) -> list[str]:
+        return ["java", *JVM_OPTIONS, "-cp", f"{libs}/*", *args]
+
+    def start(self, timeout: float = 90) -> None:
+        libs = fetch_jars()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        config = self.folder / "server.properties"
+        config.write_text(
+            broker_config(self.folder, self.port, self.controller_port, self.partitions)
+        )
+        if not (self.folder / "data" / "meta.properties").exists():
+            subprocess.run(
+                self._java(libs, "kafka.tools.StorageTool", "format", "-t",
+                           str(uuid.uuid4().hex[:22]), "-c", str(config)),
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        log = (self.folder / "broker.log").open("ab")
+        self.process = subprocess.Popen(
+            self._java(libs, "kafka.Kafka", str(config)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        process = self.process
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"the Kafka broker exited with {process.returncode}; "
+                    f"see {self.folder / 'broker.log'}"
+                )
+            return broker_answers(self.bootstrap)
+
+        wait_until(answers, f"the Kafka broker on {self.bootstrap}", timeout)
+
+    def stop(self, timeout: float = 30) -> None:
+        """A clean shutdown (SIGTERM), killing the JVM if it does not finish in time."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+def broker_answers(bootstrap: str) -> bool:
+    """True when the broker answers a metadata request."""
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return False
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    async def probe() -> bool:
+        client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+        try:
+            await client.start()
+            await client.describe_cluster()
+            return True
+        except (KafkaError, OSError):
+            return False
+        finally:
+            await client.close()
+
+    return asyncio.run(probe())
+
+
+# ---- make kafka-up / kafka-down: one broker in the background, its files in .kafka/run ----
+
+RUN_DIR = KAFKA_HOME / "run"
+PID_FILE = RUN_DIR / "broker.pid"
+
+
+def up(port: int) -> None:
+    if PID_FILE.exists():
+        print(f"a broker is already running (pid {PID_FILE.read_text().strip()})")
+        return
+    broker = LocalKafka(RUN_DIR, port=port, controller_port=port + 1)
+    broker.start()
+    assert broker.process is not None
+    PID_FILE.write_text(str(broker.process.pid))
+    print(f"Kafka broker on {broker.bootstrap} (log: {RUN_DIR / 'broker.log'})")
+    print(f"point the workers at it: export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap}")
+
+
+def down() -> None:
+    if not PID_FILE.exists():
+        print("no broker is running")
+        return
+    pid = int(PID_FILE.read_text())
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    PID_FILE.unlink()
+    print(f"stopped the Kafka broker (pid {pid})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m streaming.broker", description=__doc__)
+    parser.add_argument("action", choices=["fetch", "up", "down"])
+    parser.add_argument("--port", type=int, default=9092)
+    args = parser.parse_args(argv)
+    if args.action == "fetch":
+        print(fetch_jars())
+    elif args.action == "up":
+        up(args.port)
+    else:
+        down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
