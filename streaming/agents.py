@@ -1,0 +1,213 @@
+"""The agents: score transactions, fold labels into merchant risk, watch for new models.
+
+Both agents take records in batches (up to FRAUD_STREAM_BATCH_MAX, waiting at most
+FRAUD_STREAM_BATCH_WAIT_MS). A batch is acknowledged only after its outputs and state writes
+are handed to the producer, and Faust flushes the producer before it commits offsets: a crash
+loses no record, and a record redelivered after a crash is scored again (same score, same
+transaction_id key) without touching the tables twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import cast
+
+import msgspec
+import redis.asyncio as aioredis
+from faust.streams import Stream
+from faust.types import EventT, StreamT
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from fraud_core.features import CARD_RETENTION_US, DAY_US, MERCHANT_RETENTION_US
+from fraud_core.scorer import Scorer
+from fraud_core.state import CardState, MerchantState, card_key, encode_state, merchant_key
+from streaming import metrics
+from streaming.app import app, models, settings
+from streaming.scoring import (
+    Alert,
+    DeadLetter,
+    Record,
+    apply_labels,
+    decode_card_entry,
+    decode_merchant_entry,
+    encode_entry,
+    score_transactions,
+)
+from streaming.tables import card_to_state, merchant_to_risk, write_entry
+from streaming.topics import (
+    alerts_topic,
+    dead_letters_topic,
+    labels_topic,
+    scores_topic,
+    transactions_topic,
+)
+
+log = logging.getLogger("streaming")
+_json = msgspec.json.Encoder()
+_BATCH_WAIT = settings.batch_wait_ms / 1000
+
+
+def _batches(stream: StreamT[bytes]) -> AsyncIterator[Sequence[EventT]]:
+    return cast(Stream[bytes], stream).take_events(settings.batch_max, within=_BATCH_WAIT)
+
+
+def _records(events: Sequence[EventT]) -> list[Record]:
+    return [
+        Record(e.message.key, e.message.value or b"", e.message.topic, e.message.partition,
+               e.message.offset)
+        for e in events
+    ]  # fmt: skip
+
+
+def _send_dead_letters(dead: Sequence[DeadLetter]) -> None:
+    for letter in dead:
+        r = letter.record
+        log.warning("dead letter from %s[%d]@%d: %s", r.topic, r.partition, r.offset, letter.error)
+        dead_letters_topic.send_soon(key=r.key, value=r.value, headers=letter.headers())
+        metrics.dead_letters.labels(
+            r.topic, "malformed" if letter.error.malformed else "invalid"
+        ).inc()
+
+
+async def _published_model() -> Scorer:
+    """The current champion; input waits (unacknowledged) until a valid one is published."""
+    scorer = models.current
+    while scorer is None:
+        metrics.waiting_for_model.set(1)
+        log.warning("no valid model in %s yet; holding input back", settings.model_store_dir)
+        await asyncio.sleep(1.0)
+        await _refresh_model()
+        scorer = models.current
+    metrics.waiting_for_model.set(0)
+    return scorer
+
+
+class OnlineStateWriter:
+    """Writes changed states to Redis for the REST service, all of a batch in one pipeline.
+
+    Redis is a read copy of the tables: when it is down, writes are skipped and counted for
+    `retry_seconds` (the stream does not slow down), and cards touched later are written again.
+    """
+
+    def __init__(self, url: str, retry_seconds: float = 5.0) -> None:
+        self.client = (
+            aioredis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+            if url
+            else None
+        )
+        self.retry_seconds = retry_seconds
+        self._paused_until = 0.0
+
+    async def write(self, cards: dict[str, CardState], merchants: dict[str, MerchantState]) -> None:
+        if self.client is None or not (cards or merchants):
+            return
+        if time.monotonic() < self._paused_until:
+            metrics.redis_errors.inc()
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for card_id, card in cards.items():
+            pipe.set(card_key(card_id), encode_state(card), px=(CARD_RETENTION_US + DAY_US) // 1000)
+        for merchant_id, merchant in merchants.items():
+            pipe.set(
+                merchant_key(merchant_id),
+                encode_state(merchant),
+                px=(MERCHANT_RETENTION_US + DAY_US) // 1000,
+            )
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            metrics.redis_errors.inc()
+            self._paused_until = time.monotonic() + self.retry_seconds
+            log.warning("online state not written to Redis (retry in %gs): %s",
+                        self.retry_seconds, exc)  # fmt: skip
+
+
+online_state = OnlineStateWriter(settings.redis_url)
+
+
+def _merchant_state(merchant_id: str) -> MerchantState:
+    return decode_merchant_entry(merchant_to_risk.get(merchant_id.encode())).state
+
+
+@app.agent(transactions_topic)
+async def score_transactions_agent(stream: StreamT[bytes]) -> None:
+    """Score every transaction; alerts and dead letters on the side; card state in the table."""
+    async for events in cast(Stream[bytes], stream).take_events(
+        settings.batch_max, within=_BATCH_WAIT
+    ):
+        records = _records(events)
+        scorer = await _published_model()
+        batch = score_transactions(
+            records,
+            scorer,
+            lambda card_id: decode_card_entry(card_to_state.get(card_id.encode())),
+            _merchant_state,
+            reasons=settings.reasons,
+        )
+        _send_dead_letters(batch.dead)
+        for transaction, score in zip(batch.transactions, batch.scores, strict=True):
+            key = transaction.transaction_id.encode()
+            scores_topic.send_soon(key=key, value=_json.encode(score))
+            if score.decision == "alert":
+                alerts_topic.send_soon(
+                    key=key, value=_json.encode(Alert(transaction=transaction, score=score))
+                )
+                metrics.alerts.inc()
+        for card_id, (partition, entry) in batch.cards.items():
+            write_entry(card_to_state, partition, card_id, encode_entry(entry))
+        await online_state.write({c: e.state for c, (_, e) in batch.cards.items()}, {})
+        now = time.time()
+        for event in events:
+            metrics.lag_seconds.observe(max(0.0, now - event.message.timestamp))
+        metrics.transactions.inc(len(batch.scores))
+        metrics.batch_size.observe(len(batch.scores))
+
+
+@app.agent(labels_topic)
+async def apply_labels_agent(stream: StreamT[bytes]) -> None:
+    """Fold fraud labels into each merchant's risk state (read by every worker's scoring)."""
+    async for events in cast(Stream[bytes], stream).take_events(
+        settings.batch_max, within=_BATCH_WAIT
+    ):
+        batch = apply_labels(
+            _records(events),
+            lambda merchant_id: decode_merchant_entry(merchant_to_risk.get(merchant_id.encode())),
+        )
+        _send_dead_letters(batch.dead)
+        for merchant_id, (partition, entry) in batch.merchants.items():
+            write_entry(merchant_to_risk, partition, merchant_id, encode_entry(entry))
+        await online_state.write({}, {m: e.state for m, (_, e) in batch.merchants.items()})
+        metrics.labels.inc(batch.labels)
+
+
+async def _refresh_model() -> None:
+    failures = models.load_failures
+    if await asyncio.to_thread(models.refresh) and models.current is not None:
+        meta = models.current.metadata
+        metrics.model.info({"name": meta.name, "version": meta.version})
+    if models.load_failures > failures:
+        metrics.model_load_failures.inc(models.load_failures - failures)
+
+
+@app.task
+async def load_published_model() -> None:
+    await _refresh_model()
+
+
+@app.timer(interval=settings.model_poll_seconds)
+async def watch_published_model() -> None:
+    """Swap to a newly published model between batches (a batch never mixes two models)."""
+    await _refresh_model()
+
+
+@app.page("/metrics")
+class MetricsPage(View):
+    async def get(self, request: Request) -> Response:
+        # aiohttp takes the charset separately from the content type.
+        content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        return self.bytes(generate_latest(metrics.registry), content_type=content_type)

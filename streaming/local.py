@@ -1,0 +1,188 @@
+"""Stream workers as child processes, and feeding/reading topics: for the demo, bench and tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import msgspec
+import pyarrow as pa
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+
+from fraud_core.features import LABEL_DELAY_US
+from fraud_core.local import free_port, wait_until
+from fraud_core.schema import from_micros, timestamps_us
+from streaming.settings import StreamSettings
+
+_json = msgspec.json.Encoder()
+
+
+class LocalWorker:
+    """`python -m streaming worker` in a child process, with FRAUD_STREAM_* settings."""
+
+    def __init__(self, folder: Path, env: Mapping[str, str], web_port: int | None = None) -> None:
+        self.folder = folder
+        self.web_port = web_port or free_port()
+        self.env = {
+            **os.environ,
+            "FRAUD_STREAM_DATA_DIR": str(folder / "faust"),
+            **env,
+            "FRAUD_STREAM_WEB_PORT": str(self.web_port),
+        }
+        self.log_path = folder / f"worker-{self.web_port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "faust",
+                "-A",
+                "streaming.app",
+                "worker",
+                "--loglevel",
+                os.environ.get("FRAUD_STREAM_LOG_LEVEL", "info"),
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        process = self.process
+
+        def serving() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"the stream worker exited; see {self.log_path}")
+            return self.metrics() is not None
+
+        wait_until(serving, f"the stream worker on port {self.web_port}", timeout)
+
+    def metrics(self) -> str | None:
+        """The worker's /metrics page, or None while it does not answer."""
+        try:
+            url = f"http://127.0.0.1:{self.web_port}/metrics"
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return str(response.read().decode())
+        except OSError:
+            return None
+
+    def metric(self, name: str) -> float:
+        """The value of one unlabelled counter or gauge on /metrics (0 when absent)."""
+        for line in (self.metrics() or "").splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return 0.0
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no final commit."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def stop(self, timeout: float = 30) -> float:
+        """SIGTERM and wait; returns the seconds the worker took to exit."""
+        if self.process is None:
+            return 0.0
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+        return time.monotonic() - started
+
+
+def transaction_records(table: pa.Table) -> list[tuple[bytes, bytes]]:
+    """(card_id key, JSON value) per row of a transaction table, in row order."""
+    ts = timestamps_us(table.column("timestamp"))
+    extra = [c for c in ("timestamp", "is_fraud") if c in table.column_names]
+    rows = table.drop_columns(extra).to_pylist()
+    out = []
+    for row, t in zip(rows, ts, strict=True):
+        row["timestamp"] = from_micros(int(t))
+        out.append((row["card_id"].encode(), _json.encode(row)))
+    return out
+
+
+def label_records(table: pa.Table) -> list[tuple[bytes, bytes]]:
+    """(merchant_id key, JSON LabelEvent) per labelled row, known LABEL_DELAY_US after it."""
+    ts = timestamps_us(table.column("timestamp"))
+    out = []
+    for tid, merchant, fraud, t in zip(
+        table.column("transaction_id").to_pylist(),
+        table.column("merchant_id").to_pylist(),
+        table.column("is_fraud").to_pylist(),
+        ts,
+        strict=True,
+    ):
+        label = {
+            "transaction_id": tid,
+            "merchant_id": merchant,
+            "label_time": from_micros(int(t) + LABEL_DELAY_US),
+            "is_fraud": fraud,
+        }
+        out.append((merchant.encode(), _json.encode(label)))
+    return out
+
+
+async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
+    """Send records (key, value) in order, idempotently, and wait until all are acknowledged."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5, max_batch_size=262144
+    )
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=v, key=k) for k, v in records]
+        await producer.flush()
+        for future in futures:
+            await future
+        return len(futures)
+    finally:
+        await producer.stop()
+
+
+async def consume(
+    bootstrap: str, topic: str, *, until: int, timeout: float = 60
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read a topic from the beginning (no group) until `until` records or `timeout` seconds."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,  # every partition, no offsets committed
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        metadata_max_age_ms=1000,  # notice the topic soon when it does not exist yet
+    )
+    await consumer.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        out: list[ConsumerRecord[bytes, bytes]] = []
+        while len(out) < until and loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                out.extend(records)
+        return out
+    finally:
+        await consumer.stop()
+
+
+def stream_env(settings: StreamSettings) -> dict[str, str]:
+    """FRAUD_STREAM_* variables that reproduce `settings` in a child worker."""
+    return {
+        f"FRAUD_STREAM_{name.upper()}": str(getattr(settings, name))
+        for name in settings.__struct_fields__
+    }

@@ -1,0 +1,49 @@
+"""Prometheus metrics of a stream worker, served on its web port at /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+registry = CollectorRegistry()
+
+transactions = Counter("fraudscale_stream_transactions", "Transactions scored.", registry=registry)
+alerts = Counter(
+    "fraudscale_stream_alerts", "Transactions at or above the threshold.", registry=registry
+)
+labels = Counter(
+    "fraudscale_stream_labels", "Labels folded into merchant state.", registry=registry
+)
+dead_letters = Counter(
+    "fraudscale_stream_dead_letters",
+    "Records sent to the dead-letter topic, by source topic and error kind.",
+    ["topic", "kind"],
+    registry=registry,
+)
+batch_size = Histogram(
+    "fraudscale_stream_batch_size",
+    "Transactions per onnxruntime call.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+    registry=registry,
+)
+lag_seconds = Histogram(
+    "fraudscale_stream_lag_seconds",
+    "From a transaction's Kafka timestamp to its score being handed to the producer.",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+    registry=registry,
+)
+redis_errors = Counter(
+    "fraudscale_stream_redis_errors",
+    "Online-state writes to Redis that failed (the tables stay the source of truth).",
+    registry=registry,
+)
+model_load_failures = Counter(
+    "fraudscale_stream_model_load_failures",
+    "Published bundles refused because they failed validation.",
+    registry=registry,
+)
+model = Info("fraudscale_stream_model", "The model scoring the stream.", registry=registry)
+waiting_for_model = Gauge(
+    "fraudscale_stream_waiting_for_model",
+    "1 while no valid model is published and input is held back.",
+    registry=registry,
+)

@@ -1,0 +1,54 @@
+"""Settings of the stream workers, from FRAUD_STREAM_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import msgspec
+
+from fraud_core.settings import settings_from_env
+
+PREFIX = "FRAUD_STREAM_"
+
+
+class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
+    broker: str = "127.0.0.1:9092"
+    """Kafka bootstrap servers; KAFKA_BOOTSTRAP_SERVERS, when set, takes precedence."""
+    app_id: str = "fraudscale-stream"
+    """Consumer group and prefix of the table changelog topics; workers sharing it split work."""
+    topic_prefix: str = "fraudscale"
+    """Topics are <prefix>.transactions, .labels, .scores, .alerts and .dead-letters."""
+    partitions: int = 4
+    """Partitions of the topics the app creates; the most workers that can share the load."""
+    model_store_dir: str = "data/models"
+    """The local model store the asset graph publishes to (its CHAMPION pointer is watched)."""
+    model_poll_seconds: float = 1.0
+    """How often the store's pointer is checked for a new publication."""
+    redis_url: str = ""
+    """Where card and merchant states are written for the REST service, e.g.
+    redis://127.0.0.1:6379/0; empty: the stream keeps them in its tables only."""
+    batch_max: int = 500
+    """Most transactions scored in one onnxruntime call."""
+    batch_wait_ms: float = 5.0
+    """Longest a batch waits to fill before it is scored anyway."""
+    reasons: int = 3
+    """How many top reasons each score carries."""
+    data_dir: str = ".faust"
+    """Faust's local folder (one sub-folder per worker web port)."""
+    web_port: int = 6066
+    """Each worker binds its own port (Faust's web server: /metrics and the worker's status)."""
+    session_timeout_seconds: float = 10.0
+    """How long the group waits for a silent worker before its partitions move elsewhere."""
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StreamSettings:
+        """Defaults overridden by FRAUD_STREAM_<FIELD> variables (e.g. FRAUD_STREAM_WEB_PORT)."""
+        env = os.environ if environ is None else environ
+        settings = settings_from_env(cls, PREFIX, env)
+        bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS")
+        return msgspec.structs.replace(settings, broker=bootstrap) if bootstrap else settings
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}.{name}"

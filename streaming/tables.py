@@ -1,0 +1,43 @@
+"""The tables: fraud_core card and merchant states, MessagePack-encoded with the last input
+offset applied (streaming.scoring.CardEntry / MerchantEntry).
+
+The card windows are sliding windows over exact event times ([t - w, t) in microseconds),
+which Faust's tumbling/hopping windowed tables cannot express, so each entry holds the
+card's recent transactions and the fraud_core reference implementation evaluates the windows.
+
+Entries are written once per batch (`write_entry`), outside Faust's per-event context, so the
+changelog partition is given explicitly: the partition of the input record, which is the
+partition Faust restores the entry from when that input partition is assigned.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from faust.tables.base import Collection
+from faust.types import TableT
+
+from streaming.app import app
+
+card_to_state = app.Table(
+    "card_to_state",
+    key_type=bytes,
+    value_type=bytes,
+    help="card_id -> CardEntry: the card's transactions in the last 7 days.",
+)
+"""Partitioned like the transactions topic (keyed by card_id): each worker holds its cards."""
+
+merchant_to_risk = app.GlobalTable(
+    "merchant_to_risk",
+    key_type=bytes,
+    value_type=bytes,
+    help="merchant_id -> MerchantEntry: labels counted per hour of label time.",
+)
+"""Global: a transaction on any worker needs its merchant's risk, whoever applied the label."""
+
+
+def write_entry(table: TableT[bytes, bytes], partition: int, key: str, value: bytes) -> None:
+    """Set `key` in the worker's store and in the changelog partition of its input."""
+    collection = cast(Collection, table)
+    collection.data[key.encode()] = value
+    collection.send_changelog(partition, key.encode(), value)
