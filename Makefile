@@ -56,8 +56,25 @@ redis: ## Install Debian's redis-server if it is missing (tests start their own 
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 	@command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get install redis-server"; exit 1; }
 
+.PHONY: kafka-jars
+kafka-jars: install check-java ## Resolve the Kafka broker jars from Maven Central into .kafka/libs (once)
+	@command -v mvn >/dev/null || { echo "Maven (mvn) is needed to fetch the Kafka broker: apt-get install maven"; exit 1; }
+	$(RUN) python -m streaming.broker fetch
+
+.PHONY: kafka-up
+kafka-up: kafka-jars ## Start a single-node Kafka broker (KRaft) on 127.0.0.1:9092 in the background
+	$(RUN) python -m streaming.broker up
+
+.PHONY: kafka-down
+kafka-down: install ## Stop the broker that kafka-up started
+	$(RUN) python -m streaming.broker down
+
+.PHONY: stream
+stream: install ## Run a stream worker (FRAUD_STREAM_* settings; KAFKA_BOOTSTRAP_SERVERS, default 127.0.0.1:9092)
+	$(RUN) python -m streaming worker --loglevel info
+
 .PHONY: test
-test: install check-java redis lint ## Set up everything on a fresh machine and run the whole suite
+test: install check-java redis kafka-jars lint ## Set up everything on a fresh machine and run the whole suite
 	$(RUN) pytest
 
 .PHONY: test-unit
@@ -65,11 +82,12 @@ test-unit: install ## Only the fast tests that start no external service
 	$(RUN) pytest -m unit
 
 .PHONY: demo
-demo: install check-java redis ## Run the platform on embedded defaults: simulate, ingest, train, publish, score
+demo: install check-java redis kafka-jars ## Run the platform on embedded defaults: simulate, ingest, train, publish, score (batch, REST, stream)
 	$(RUN) fraudscale generate --days $(DEMO_DAYS) --cards $(DEMO_CARDS) --merchants $(DEMO_MERCHANTS) --out data/landing
 	$(RUN) fraudscale summary data/landing
 	$(RUN) python -m fraud_assets.demo
 	$(RUN) python -m serving.demo
+	$(RUN) python -m streaming.demo
 
 .PHONY: serve
 serve: install ## Serve the published champion over REST on http://127.0.0.1:8000 (FRAUD_SERVING_* settings)
@@ -85,4 +103,4 @@ mlflow-ui: install ## Open the MLflow UI on the local tracking store (http://127
 
 .PHONY: clean
 clean: ## Remove generated data and caches (keeps .venv and .tools)
-	rm -rf data .dagster .pytest_cache .mypy_cache .ruff_cache
+	rm -rf data .dagster .faust .pytest_cache .mypy_cache .ruff_cache

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import shutil
 import time
@@ -29,6 +28,7 @@ import pyarrow.dataset as ds
 from rich.console import Console
 from rich.table import Table
 
+from bench import record_result
 from fraud_core.bundle import ModelBundle
 from fraud_core.features import (
     CARD_WINDOWS,
@@ -45,7 +45,6 @@ from fraud_core.scorer import Scorer
 from fraud_core.simulator import SimulationConfig, generate
 
 console = Console()
-RESULTS = Path(__file__).with_name("results")
 
 
 @dataclass(frozen=True)
@@ -283,23 +282,18 @@ def main() -> None:
         f"max |score difference| {max_diff:.2e}; features: {len(STATEFUL_FEATURES)} stateful + "
         f"{len(FEATURE_NAMES) - len(STATEFUL_FEATURES)} stateless"
     )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "batch.json").write_text(
-        json.dumps(
-            {
-                "rows": spark_rows,
-                "lookback_days": args.lookback_days,
-                "duckdb_seconds": peer.seconds,
-                "spark_seconds": ours.seconds,
-                "spark_startup_seconds": startup,
-                "ratio": ours.seconds / peer.seconds,
-                "same_rows": same_ids,
-                "max_score_difference": max_diff,
-                "cpu_count": os.cpu_count(),
-                "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            },
-            indent=2,
-        )
+    record_result(
+        "batch",
+        {
+            "rows": spark_rows,
+            "lookback_days": args.lookback_days,
+            "duckdb_seconds": peer.seconds,
+            "spark_seconds": ours.seconds,
+            "spark_startup_seconds": startup,
+            "ratio": ours.seconds / peer.seconds,
+            "same_rows": same_ids,
+            "max_score_difference": max_diff,
+        },
     )
 
 

@@ -14,6 +14,7 @@ transaction columns plus one column per stateful feature.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -174,11 +175,25 @@ FEATURE_VERSION = _version()
 Column: TypeAlias = np.ndarray | pa.Array | pa.ChunkedArray | Sequence[Any]
 
 
+@functools.cache
+def _codes(vocabulary: tuple[str, ...]) -> tuple[pa.Array, dict[str, float]]:
+    return pa.array(vocabulary, pa.string()), {v: i + 1.0 for i, v in enumerate(vocabulary)}
+
+
 def category_codes(values: Column, vocabulary: Sequence[str]) -> np.ndarray:
-    """Vocabulary index + 1 for each value; 0 for a value outside the vocabulary."""
-    array = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values)
-    index = pc.index_in(array, value_set=pa.array(vocabulary, pa.string()))
-    return np.asarray(pc.fill_null(index, -1), dtype=np.float32) + np.float32(1.0)
+    """Vocabulary index + 1 for each value; 0 for a value outside the vocabulary.
+
+    Arrow columns (batch) are looked up with Arrow's hash kernel; Python values (a REST
+    request, a stream batch) with a dict, which is ~20x faster for a few hundred rows.
+    """
+    value_set, lookup = _codes(tuple(vocabulary))
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        index = pc.index_in(values, value_set=value_set)
+        return np.asarray(pc.fill_null(index, -1), dtype=np.float32) + np.float32(1.0)
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
+    get = lookup.get
+    return np.fromiter((get(v, 0.0) for v in values), dtype=np.float32, count=len(values))
 
 
 def stateless_features(columns: Mapping[str, Column]) -> np.ndarray:
@@ -222,3 +237,10 @@ def arrow_columns(table: pa.Table) -> dict[str, Column]:
     columns: dict[str, Column] = {name: table.column(name) for name in table.column_names}
     columns["timestamp_us"] = timestamps_us(table.column("timestamp"))
     return columns
+
+
+def warm_up() -> None:
+    """Pay the one-time costs of the feature code (pyarrow imports pandas lazily on its first
+    array, ~3 s on a small machine) at start-up rather than in the first request or batch."""
+    for vocabulary in VOCABULARIES.values():
+        category_codes(pa.array(["?"]), vocabulary)

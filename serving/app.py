@@ -14,6 +14,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from opentelemetry.sdk.trace import TracerProvider
 
+from fraud_core.features import warm_up
 from fraud_core.model_store import ModelHolder, ModelStore
 from serving.auth import Access, parse_api_keys
 from serving.batching import MicroBatcher
@@ -39,6 +40,7 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         models = ModelHolder(ModelStore(Path(config.model_store_dir)), threads=config.onnx_threads)
         await asyncio.to_thread(models.refresh)
+        await asyncio.to_thread(warm_up)
         app.state.models = models
         app.state.settings = config
         redis = None

@@ -18,7 +18,7 @@ from typing import cast
 import msgspec
 import redis.asyncio as aioredis
 from faust.streams import Stream
-from faust.types import EventT, StreamT
+from faust.types import EventT, StreamT, TopicT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
@@ -52,8 +52,12 @@ _json = msgspec.json.Encoder()
 _BATCH_WAIT = settings.batch_wait_ms / 1000
 
 
-def _batches(stream: StreamT[bytes]) -> AsyncIterator[Sequence[EventT]]:
-    return cast(Stream[bytes], stream).take_events(settings.batch_max, within=_BATCH_WAIT)
+async def _batches(stream: StreamT[bytes]) -> AsyncIterator[Sequence[EventT]]:
+    await _outputs_declared.wait()
+    async for events in cast(Stream[bytes], stream).take_events(
+        settings.batch_max, within=_BATCH_WAIT
+    ):
+        yield events
 
 
 def _records(events: Sequence[EventT]) -> list[Record]:
@@ -64,11 +68,18 @@ def _records(events: Sequence[EventT]) -> list[Record]:
     ]  # fmt: skip
 
 
-def _send_dead_letters(dead: Sequence[DeadLetter]) -> None:
+async def _publish(
+    topic: TopicT, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None
+) -> None:
+    """Hand a record to the Kafka producer (Faust flushes it before committing offsets)."""
+    await app.producer.send(topic.get_topic_name(), key, value, None, None, headers)
+
+
+async def _send_dead_letters(dead: Sequence[DeadLetter]) -> None:
     for letter in dead:
         r = letter.record
         log.warning("dead letter from %s[%d]@%d: %s", r.topic, r.partition, r.offset, letter.error)
-        dead_letters_topic.send_soon(key=r.key, value=r.value, headers=letter.headers())
+        await _publish(dead_letters_topic, r.key, r.value, letter.headers())
         metrics.dead_letters.labels(
             r.topic, "malformed" if letter.error.malformed else "invalid"
         ).inc()
@@ -149,17 +160,16 @@ async def score_transactions_agent(stream: StreamT[bytes]) -> None:
             _merchant_state,
             reasons=settings.reasons,
         )
-        _send_dead_letters(batch.dead)
+        await _send_dead_letters(batch.dead)
         for transaction, score in zip(batch.transactions, batch.scores, strict=True):
             key = transaction.transaction_id.encode()
-            scores_topic.send_soon(key=key, value=_json.encode(score))
+            await _publish(scores_topic, key, _json.encode(score))
             if score.decision == "alert":
-                alerts_topic.send_soon(
-                    key=key, value=_json.encode(Alert(transaction=transaction, score=score))
-                )
+                alert = Alert(transaction=transaction, score=score)
+                await _publish(alerts_topic, key, _json.encode(alert))
                 metrics.alerts.inc()
         for card_id, (partition, entry) in batch.cards.items():
-            write_entry(card_to_state, partition, card_id, encode_entry(entry))
+            await write_entry(card_to_state, partition, card_id, encode_entry(entry))
         await online_state.write({c: e.state for c, (_, e) in batch.cards.items()}, {})
         now = time.time()
         for event in events:
@@ -178,25 +188,40 @@ async def apply_labels_agent(stream: StreamT[bytes]) -> None:
             _records(events),
             lambda merchant_id: decode_merchant_entry(merchant_to_risk.get(merchant_id.encode())),
         )
-        _send_dead_letters(batch.dead)
+        await _send_dead_letters(batch.dead)
         for merchant_id, (partition, entry) in batch.merchants.items():
-            write_entry(merchant_to_risk, partition, merchant_id, encode_entry(entry))
+            await write_entry(merchant_to_risk, partition, merchant_id, encode_entry(entry))
         await online_state.write({}, {m: e.state for m, (_, e) in batch.merchants.items()})
         metrics.labels.inc(batch.labels)
 
 
-async def _refresh_model() -> None:
-    failures = models.load_failures
-    if await asyncio.to_thread(models.refresh) and models.current is not None:
+def _record_model() -> None:
+    if models.current is not None:
         meta = models.current.metadata
         metrics.model.info({"name": meta.name, "version": meta.version})
+
+
+async def _refresh_model() -> None:
+    failures = models.load_failures
+    if await asyncio.to_thread(models.refresh):
+        _record_model()
     if models.load_failures > failures:
         metrics.model_load_failures.inc(models.load_failures - failures)
 
 
+_record_model()  # the model app.py loaded at start-up
+
+
+_outputs_declared = asyncio.Event()
+
+
 @app.task
-async def load_published_model() -> None:
-    await _refresh_model()
+async def declare_output_topics() -> None:
+    """Create the output topics before the agents produce (not left to broker auto-creation,
+    which a production cluster usually turns off)."""
+    for topic in (scores_topic, alerts_topic, dead_letters_topic):
+        await topic.maybe_declare()
+    _outputs_declared.set()
 
 
 @app.timer(interval=settings.model_poll_seconds)
@@ -208,6 +233,9 @@ async def watch_published_model() -> None:
 @app.page("/metrics")
 class MetricsPage(View):
     async def get(self, request: Request) -> Response:
+        source = transactions_topic.get_topic_name()
+        owned = [tp for tp in app.consumer.assignment() if tp.topic == source]
+        metrics.assigned_partitions.set(len(owned))
         # aiohttp takes the charset separately from the content type.
         content_type = CONTENT_TYPE_LATEST.split(";")[0]
         return self.bytes(generate_latest(metrics.registry), content_type=content_type)

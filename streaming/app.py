@@ -8,10 +8,14 @@ changelog topics on start and when partitions move between workers.
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from pathlib import Path
 
 import faust
 
+from fraud_core.features import warm_up
 from fraud_core.model_store import ModelHolder, ModelStore
 from streaming.settings import StreamSettings
 
@@ -19,6 +23,29 @@ settings = StreamSettings.from_env()
 log = logging.getLogger("streaming")
 datadir = Path(settings.data_dir) / f"worker-{settings.web_port}"
 datadir.mkdir(parents=True, exist_ok=True)
+
+
+class Worker(faust.Worker):
+    """Faust's worker with a deadline on shutdown (`FRAUD_STREAM_SHUTDOWN_SECONDS`)."""
+
+    def _on_sigterm(self) -> None:
+        _exit_after(settings.shutdown_seconds)
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        _exit_after(settings.shutdown_seconds)
+        super()._on_sigint()
+
+
+def _exit_after(seconds: float) -> None:
+    def deadline() -> None:
+        time.sleep(seconds)
+        log.error("clean shutdown took over %gs (broker unreachable?); exiting now", seconds)
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=deadline, name="shutdown-deadline", daemon=True).start()
+
 
 app = faust.App(
     settings.app_id,
@@ -40,10 +67,14 @@ app = faust.App(
     producer_linger=0.005,
     stream_wait_empty=False,
     table_standby_replicas=0,
+    Worker=Worker,
 )
+
+warm_up()
 
 models = ModelHolder(ModelStore(settings.model_store_dir))
 """The published champion; every batch takes `models.current` once and scores with it."""
+models.refresh()
 
 # Registers the topics, tables, agents, timers and the /metrics page with `app`.
 from streaming import agents  # noqa: E402, F401

@@ -126,13 +126,13 @@ class LocalKafka:
                            str(uuid.uuid4().hex[:22]), "-c", str(config)),
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-        log = (self.folder / "broker.log").open("ab")
-        self.process = subprocess.Popen(
-            self._java(libs, "kafka.Kafka", str(config)),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with (self.folder / "broker.log").open("ab") as log:  # the child keeps its own fd
+            self.process = subprocess.Popen(
+                self._java(libs, "kafka.Kafka", str(config)),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         process = self.process
 
         def answers() -> bool:

@@ -41,23 +41,15 @@ class LocalWorker:
 
     def start(self, timeout: float = 60) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "faust",
-                "-A",
-                "streaming.app",
-                "worker",
-                "--loglevel",
-                os.environ.get("FRAUD_STREAM_LOG_LEVEL", "info"),
-            ],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        level = self.env.get("FRAUD_STREAM_LOG_LEVEL", "info")
+        with self.log_path.open("ab") as log:  # the child keeps its own fd
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streaming", "worker", "--loglevel", level],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         process = self.process
 
         def serving() -> bool:
@@ -155,9 +147,10 @@ async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | No
 
 
 async def consume(
-    bootstrap: str, topic: str, *, until: int, timeout: float = 60
+    bootstrap: str, topic: str, *, until: int, timeout: float = 60, distinct_keys: bool = False
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Read a topic from the beginning (no group) until `until` records or `timeout` seconds."""
+    """Read a topic from the beginning (no group) until `until` records (or distinct keys:
+    a redelivered transaction's score repeats its key) or `timeout` seconds."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -171,10 +164,13 @@ async def consume(
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         out: list[ConsumerRecord[bytes, bytes]] = []
-        while len(out) < until and loop.time() < deadline:
+        keys: set[bytes | None] = set()
+        while (len(keys) if distinct_keys else len(out)) < until and loop.time() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 out.extend(records)
+                if distinct_keys:
+                    keys.update(r.key for r in records)
         return out
     finally:
         await consumer.stop()

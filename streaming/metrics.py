@@ -47,3 +47,8 @@ waiting_for_model = Gauge(
     "1 while no valid model is published and input is held back.",
     registry=registry,
 )
+assigned_partitions = Gauge(
+    "fraudscale_stream_assigned_partitions",
+    "Partitions of the transactions topic this worker owns (the group splits them).",
+    registry=registry,
+)

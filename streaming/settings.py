@@ -40,6 +40,10 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Each worker binds its own port (Faust's web server: /metrics and the worker's status)."""
     session_timeout_seconds: float = 10.0
     """How long the group waits for a silent worker before its partitions move elsewhere."""
+    shutdown_seconds: float = 10.0
+    """After SIGTERM/SIGINT, the longest a worker spends on a clean shutdown (final commit,
+    leaving the group) before it exits anyway, e.g. when the broker is gone. Nothing is lost:
+    uncommitted input is processed again by whoever gets the partitions."""
     log_level: str = "info"
 
     @classmethod

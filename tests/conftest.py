@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from fraud_core.features import arrow_columns, feature_matrix
 from fraud_core.landing import read_landing
+from fraud_core.local import LocalRedis
 from fraud_core.simulator import SimulationConfig, generate
 from fraud_core.state import replay
 
@@ -74,3 +76,12 @@ def trained(history: pa.Table, reference_features: np.ndarray):  # type: ignore[
 
 def utc(*args: int) -> dt.datetime:
     return dt.datetime(*args, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[LocalRedis]:
+    """A real Redis server (Debian's redis-server) on a free loopback port."""
+    server = LocalRedis(tmp_path)
+    server.start()
+    yield server
+    server.kill()

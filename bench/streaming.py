@@ -1,0 +1,263 @@
+"""Stream scoring: a fraudscale Faust worker against a plain aiokafka loop, on one real broker.
+
+Both sides do the same work per transaction (decode and validate, card state step, merchant
+state lookup, features, one onnxruntime call per batch, produce the score keyed by
+transaction_id) with the same fraud_core code and model; the plain loop keeps its state in a
+dict and has no tables, changelogs, recovery or web server. It is the limit, not a rival.
+
+1. Throughput: N transactions are in the topic before the consumer starts; transactions/s is
+   N over the time from the first score to the last (scores' Kafka timestamps).
+2. Latency: transactions are produced at a fixed rate; latency is a score's Kafka timestamp
+   minus its transaction's, p50 and p99.
+
+    uv run python -m bench.streaming                          # 100k transactions, 1,000/s
+    uv run python -m bench.streaming --rows 20000 --seconds 5 # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from rich.console import Console
+from rich.table import Table
+
+from bench import record_result
+from bench.batch import make_model
+from fraud_core.landing import read_landing
+from fraud_core.model_store import ModelStore
+from fraud_core.scorer import Scorer
+from fraud_core.simulator import SimulationConfig, generate
+from fraud_core.state import CardState, MerchantState
+from streaming.broker import LocalKafka
+from streaming.local import LocalWorker, consume, produce, transaction_records
+from streaming.scoring import CardEntry, Record, score_transactions
+
+console = Console()
+_json = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    rows: int
+    per_second: float
+    p50_ms: float = float("nan")
+    p99_ms: float = float("nan")
+
+
+def _throughput(scores: Sequence[ConsumerRecord[bytes, bytes]]) -> float:
+    stamps = np.array([r.timestamp for r in scores], dtype=np.float64)
+    span = (stamps.max() - stamps.min()) / 1000
+    return len(scores) / span if span > 0 else float("inf")
+
+
+def _latencies_ms(
+    inputs: Sequence[ConsumerRecord[bytes, bytes]], scores: Sequence[ConsumerRecord[bytes, bytes]]
+) -> tuple[float, float]:
+    sent = {}
+    for record in inputs:
+        sent[msgspec.json.decode(record.value)["transaction_id"]] = record.timestamp
+    latency = np.array(
+        [r.timestamp - sent[r.key.decode()] for r in scores if r.key and r.key.decode() in sent],
+        dtype=np.float64,
+    )
+    return float(np.percentile(latency, 50)), float(np.percentile(latency, 99))
+
+
+async def produce_at_rate(
+    bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]], rate: float
+) -> None:
+    """Send records at `rate` per second, in ticks of 10 ms."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, enable_idempotence=True)
+    await producer.start()
+    try:
+        start = time.perf_counter()
+        per_tick = max(1, int(rate / 100))
+        for i in range(0, len(records), per_tick):
+            for key, value in records[i : i + per_tick]:
+                await producer.send(topic, value=value, key=key)
+            wait = start + (i + per_tick) / rate - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def plain_loop(
+    bootstrap: str, source: str, sink: str, scorer: Scorer, expected: int, batch_max: int
+) -> None:
+    """The baseline: consume, score with the same fraud_core code, produce; state in a dict."""
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=f"plain-{source}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    cards: dict[str, CardEntry] = {}
+    empty = MerchantState()
+    done = 0
+    try:
+        while done < expected:
+            batches = await consumer.getmany(timeout_ms=5, max_records=batch_max)
+            for messages in batches.values():
+                records = [
+                    Record(m.key, m.value or b"", m.topic, m.partition, m.offset) for m in messages
+                ]
+                batch = score_transactions(
+                    records,
+                    scorer,
+                    lambda card: cards.setdefault(card, CardEntry(-1, CardState())),
+                    lambda merchant: empty,
+                )
+                for score in batch.scores:
+                    await producer.send(
+                        sink, key=score.transaction_id.encode(), value=_json.encode(score)
+                    )
+                done += len(records)
+            if batches:
+                await consumer.commit()
+        await producer.flush()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=100_000, help="transactions for throughput")
+    parser.add_argument("--rate", type=float, default=1000.0, help="input rate for latency")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of the latency run")
+    parser.add_argument("--workdir", type=Path, default=Path("data/bench/streaming"))
+    args = parser.parse_args()
+    work: Path = args.workdir
+    shutil.rmtree(work / "run", ignore_errors=True)
+
+    cards = max(1000, int(args.rows / 2.05))
+    raw = work / f"raw-{args.rows}"
+    if not raw.exists():
+        generate(
+            SimulationConfig(days=1, cards=cards, merchants=max(200, cards // 50), seed=8), raw
+        )
+    day = read_landing(raw).sort_by("timestamp")
+    records = transaction_records(day)
+    bundle = make_model(work)
+    store = ModelStore(work / "run" / "models")
+    store.publish(bundle)
+    scorer = Scorer(bundle)
+    latency_rows = int(args.rate * args.seconds)
+    latency_records = records[:latency_rows]
+
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    broker = None if external else LocalKafka(work / "run" / "kafka")
+    if broker is not None:
+        broker.start()
+    bootstrap = external or (broker.bootstrap if broker else "")
+    runs: list[Run] = []
+    try:
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "FRAUD_STREAM_MODEL_STORE_DIR": str(store.root),
+            "FRAUD_STREAM_LOG_LEVEL": "warn",
+        }
+        # Throughput: the backlog is in the topic before the worker starts.
+        prefix = f"bench{int(time.time())}"
+        n = asyncio.run(produce(bootstrap, f"{prefix}.transactions", records))
+        worker = LocalWorker(
+            work / "run",
+            {**env, "FRAUD_STREAM_TOPIC_PREFIX": prefix, "FRAUD_STREAM_APP_ID": prefix},
+        )
+        worker.start()
+        scores = asyncio.run(consume(bootstrap, f"{prefix}.scores", until=n, timeout=600))
+        worker.stop()
+        runs.append(Run("fraudscale Faust worker", len(scores), _throughput(scores)))
+
+        asyncio.run(
+            plain_loop(bootstrap, f"{prefix}.transactions", f"{prefix}.plain", scorer, n, 500)
+        )
+        plain = asyncio.run(consume(bootstrap, f"{prefix}.plain", until=n, timeout=600))
+        runs.append(Run("plain aiokafka loop (the limit)", len(plain), _throughput(plain)))
+
+        # Latency at a fixed rate: the worker is up and idle before input starts.
+        prefix = f"lat{int(time.time())}"
+        worker = LocalWorker(
+            work / "run",
+            {**env, "FRAUD_STREAM_TOPIC_PREFIX": prefix, "FRAUD_STREAM_APP_ID": prefix},
+        )
+        worker.start()
+        time.sleep(3)  # let the group settle
+        asyncio.run(
+            produce_at_rate(bootstrap, f"{prefix}.transactions", latency_records, args.rate)
+        )
+        scores = asyncio.run(
+            consume(bootstrap, f"{prefix}.scores", until=len(latency_records), timeout=120)
+        )
+        worker.stop()
+        inputs = asyncio.run(
+            consume(bootstrap, f"{prefix}.transactions", until=len(latency_records))
+        )
+        p50, p99 = _latencies_ms(inputs, scores)
+        runs.append(Run(f"fraudscale Faust worker @ {args.rate:,.0f}/s", len(scores), 0, p50, p99))
+
+        async def plain_at_rate() -> None:
+            loop = asyncio.create_task(
+                plain_loop(
+                    bootstrap, f"{prefix}.transactions2", f"{prefix}.plain", scorer,
+                    len(latency_records), 500,
+                )
+            )  # fmt: skip
+            await asyncio.sleep(3)
+            await produce_at_rate(bootstrap, f"{prefix}.transactions2", latency_records, args.rate)
+            await loop
+
+        asyncio.run(plain_at_rate())
+        plain = asyncio.run(consume(bootstrap, f"{prefix}.plain", until=len(latency_records)))
+        inputs = asyncio.run(
+            consume(bootstrap, f"{prefix}.transactions2", until=len(latency_records))
+        )
+        p50, p99 = _latencies_ms(inputs, plain)
+        runs.append(Run(f"plain aiokafka loop @ {args.rate:,.0f}/s", len(plain), 0, p50, p99))
+    finally:
+        if broker is not None:
+            broker.stop()
+
+    table = Table(title=f"streaming: {n:,} transactions, 1 worker process, real Kafka broker")
+    for column in ("pipeline", "scored", "transactions/s", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="right")
+    for run in runs:
+        table.add_row(
+            run.name, f"{run.rows:,}",
+            f"{run.per_second:,.0f}" if run.per_second else "",
+            "" if np.isnan(run.p50_ms) else f"{run.p50_ms:.1f}",
+            "" if np.isnan(run.p99_ms) else f"{run.p99_ms:.1f}",
+        )  # fmt: skip
+    console.print(table)
+    ratio = runs[0].per_second / runs[1].per_second
+    console.print(f"Faust worker throughput / plain loop: {ratio:.2f}")
+    record_result(
+        "streaming",
+        {
+            "runs": [r.__dict__ for r in runs],
+            "throughput_ratio": ratio,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""A real Kafka broker (KRaft, from Maven Central jars) for the session, and stream workers.
+
+Each test gets its own topic prefix and consumer group, so tests share the broker without
+seeing each other's records. KAFKA_BOOTSTRAP_SERVERS points the tests at an existing cluster.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fraud_core.model_store import ModelStore
+from streaming.broker import LocalKafka
+from streaming.local import LocalWorker
+
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap servers of a real broker started for the session (or the given cluster)."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    broker = LocalKafka(tmp_path_factory.mktemp("kafka"))
+    broker.start()
+    yield broker.bootstrap
+    broker.stop()
+
+
+@pytest.fixture
+def models(tmp_path: Path, trained) -> ModelStore:  # type: ignore[no-untyped-def]
+    store = ModelStore(tmp_path / "models")
+    store.publish(trained.bundle)
+    return store
+
+
+class Stream:
+    """One test's topics and consumer group, and the workers started for it."""
+
+    def __init__(self, folder: Path, bootstrap: str, models: ModelStore) -> None:
+        self.folder = folder
+        self.bootstrap = bootstrap
+        self.prefix = f"t{os.getpid()}-{next(_ids)}"
+        self.env = {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "FRAUD_STREAM_TOPIC_PREFIX": self.prefix,
+            "FRAUD_STREAM_APP_ID": f"{self.prefix}-app",
+            "FRAUD_STREAM_MODEL_STORE_DIR": str(models.root),
+            "FRAUD_STREAM_MODEL_POLL_SECONDS": "0.2",
+            "FRAUD_STREAM_SESSION_TIMEOUT_SECONDS": "6",
+        }
+        self.workers: list[LocalWorker] = []
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}.{name}"
+
+    def worker(self, **env: str) -> LocalWorker:
+        worker = LocalWorker(self.folder, {**self.env, **env})
+        worker.start()
+        self.workers.append(worker)
+        return worker
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.kill()
+
+
+@pytest.fixture
+def stream(tmp_path: Path, kafka: str, models: ModelStore) -> Iterator[Stream]:
+    s = Stream(tmp_path, kafka, models)
+    yield s
+    s.close()
+
+
+StreamFactory = Callable[[], Stream]
