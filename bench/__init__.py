@@ -13,6 +13,9 @@ def record_result(name: str, result: dict[str, Any]) -> Path:
     """Write a run's figures to bench/results/<name>.json, with the machine and the time."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    stamp = {"cpu_count": os.cpu_count(), "when": dt.datetime.now(dt.UTC).isoformat("seconds")}
+    stamp = {
+        "cpu_count": os.cpu_count(),
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
     path.write_text(json.dumps({**result, **stamp}, indent=2))
     return path

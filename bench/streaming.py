@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import shutil
 import time
@@ -43,6 +44,8 @@ from streaming.local import LocalWorker, consume, produce, transaction_records
 from streaming.scoring import CardEntry, Record, score_transactions
 
 console = Console()
+# aiokafka logs an ERROR while a topic it produces to is still being created: noise here.
+logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 _json = msgspec.json.Encoder()
 
 

@@ -7,6 +7,7 @@ transactions (plus two broken records, which end up in the dead-letter topic) in
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import tempfile
 import time
@@ -26,6 +27,8 @@ from streaming.local import LocalWorker, consume, label_records, produce, transa
 from streaming.scoring import Alert
 
 console = Console()
+# aiokafka logs an ERROR while a topic it produces to is still being created: noise here.
+logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 def main(landing: str = "data/landing", models: str = "data/models") -> int:
