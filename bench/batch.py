@@ -19,6 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
@@ -44,6 +45,9 @@ from fraud_core.schema import timestamps_us
 from fraud_core.scorer import Scorer
 from fraud_core.simulator import SimulationConfig, generate
 
+if TYPE_CHECKING:
+    from fraud_core.training import TrainedModel
+
 console = Console()
 
 
@@ -56,6 +60,11 @@ class Timing:
 
 def make_model(workdir: Path) -> ModelBundle:
     """A LightGBM-100 bundle trained on separate simulated history (reference features)."""
+    return train_model(workdir).bundle
+
+
+def train_model(workdir: Path) -> TrainedModel:
+    """LightGBM-100 on 12 simulated days in `workdir`/train_landing (bundle + native booster)."""
     from fraud_core.landing import read_landing
     from fraud_core.state import replay
     from fraud_core.training import LightGBMParams, train_bundle
@@ -68,10 +77,9 @@ def make_model(workdir: Path) -> ModelBundle:
     ts = timestamps_us(history.column("timestamp"))
     day = (ts - ts.min()) // (24 * HOUR_US)
     train, valid = (day >= 2) & (day < 9), day >= 9
-    model = train_bundle(
+    return train_bundle(
         x[train], y[train], x[valid], y[valid], params=LightGBMParams(n_estimators=100)
     )
-    return model.bundle
 
 
 def _card_sql(spec_name: str, aggregate: str, window: str, default: float) -> str:

@@ -1,0 +1,280 @@
+"""REST serving: fraudscale's Litestar service against Seldon MLServer and a FastAPI service.
+
+Every server runs alone, pinned to core 0 (`taskset -c 0`); wrk (Debian's) runs pinned to
+core 1, one thread, at two concurrencies, on loopback. Same LightGBM model everywhere (ONNX
+bundle for us and FastAPI, the native booster file for MLServer's LightGBM runtime).
+
+- fraudscale /v1/score, full path: API-key check, JSON validation, card and merchant state
+  from Redis (one MGET, states loaded from 12 days of history), the fraud_core features,
+  cache lookup (a miss: every request has its own transaction_id), micro-batched inference.
+- fraudscale /v1/score, cache hit: the same transaction again (a client's retry).
+- fraudscale /v2/models/{name}/infer: an FP32 [1, 27] tensor (Open Inference Protocol).
+- FastAPI + pydantic /score: validation, stateless features, inference; no state, no cache.
+- MLServer 1.7.1 + mlserver-lightgbm, V2 infer of the same tensor, default settings and
+  parallel_workers=0 (its best here). It runs from its own virtualenv (it needs uvloop 0.21),
+  which this benchmark creates under the workdir the first time.
+
+    uv run python -m bench.serving                 # 10 s per point
+    uv run python -m bench.serving --seconds 4     # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from bench import record_result
+from bench.batch import train_model
+from fraud_core.features import N_FEATURES
+from fraud_core.landing import read_landing
+from fraud_core.local import LocalRedis, free_port, wait_until
+from fraud_core.model_store import ModelStore
+from serving.controllers.inference import INPUT_NAME
+from serving.online_loader import load_online_state
+
+console = Console()
+PROJECT = Path(__file__).resolve().parent.parent
+MLSERVER_PINS = ["mlserver==1.7.1", "mlserver-lightgbm==1.7.1", "uvloop==0.21.0"]
+
+
+@dataclass(frozen=True)
+class Point:
+    server: str
+    path: str
+    concurrency: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def run_wrk(url: str, script: Path, concurrency: int, seconds: float) -> tuple[float, float, float]:
+    out = subprocess.run(
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
+         "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{url}: {errors.group(1)} failed requests\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    # Anchored: "87.50%" in the thread-stats table must not pass for the 50th percentile.
+    p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    return rps, p50, p99
+
+
+def _lua_post(path: str, body: str | None = None, template: str | None = None,
+              cards: list[str] | None = None) -> str:  # fmt: skip
+    head = 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+    head += 'wrk.headers["X-API-Key"] = "bench"\n'
+    if body is not None:
+        return head + f"wrk.body = {json.dumps(body)}\nwrk.path = {json.dumps(path)}\n"
+    assert template is not None
+    assert cards is not None
+    card_list = ",".join(json.dumps(c) for c in cards)
+    return (
+        head
+        + f"""
+local cards = {{{card_list}}}
+local template = {json.dumps(template)}
+local n = 0
+request = function()
+  n = n + 1
+  local card = cards[(n * 7919) % #cards + 1]
+  local body = string.format(template, n, card, (n % 500) + 0.5)
+  return wrk.format(nil, {json.dumps(path)}, nil, body)
+end
+"""
+    )
+
+
+@contextlib.contextmanager
+def pinned(command: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[None]:
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            ["taskset", "-c", "0", *command], env={**os.environ, **env},
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"{command[0]} exited; see {log}")
+        try:
+            with urllib.request.urlopen(ready_url, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    try:
+        wait_until(ready, " ".join(command[:3]), 120)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def mlserver_env(work: Path) -> Path:
+    venv = work / "mlserver-venv"
+    if not (venv / "bin" / "mlserver").exists():
+        uv = shutil.which("uv") or str(PROJECT / ".tools" / "bin" / "uv")
+        subprocess.run([uv, "venv", "-q", "-p", sys.executable, str(venv)], check=True)
+        subprocess.run(
+            [uv, "pip", "install", "-q", *MLSERVER_PINS],
+            env={**os.environ, "VIRTUAL_ENV": str(venv)}, check=True,
+        )  # fmt: skip
+    return venv / "bin" / "mlserver"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each point")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--workdir", type=Path, default=Path("data/bench/serving"))
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk")
+    work: Path = args.workdir.resolve()
+    run = work / "run"
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir(parents=True)
+
+    model = train_model(work)
+    store = ModelStore(run / "models")
+    store.publish(model.bundle)
+    bundle_path = store.root / "versions" / model.bundle.metadata.version / "model.onnx"
+    name = model.bundle.metadata.name
+    (run / "mlserver" / name).mkdir(parents=True)
+    model.booster.save_model(str(run / "mlserver" / name / "model.txt"))
+    (run / "mlserver" / name / "model-settings.json").write_text(
+        json.dumps({"name": name, "implementation": "mlserver_lightgbm.LightGBMModel",
+                    "parameters": {"uri": "./model.txt"}})
+    )  # fmt: skip
+    mlserver = mlserver_env(work)
+
+    history = read_landing(work / "train_landing").sort_by("timestamp")
+    cards = sorted(set(history.column("card_id").to_pylist()))[:3000]
+    merchant = history.column("merchant_id")[0].as_py()
+    template = (
+        '{"transaction_id":"b-%d","card_id":"%s","merchant_id":"' + merchant + '",'
+        '"merchant_category":"electronics","amount":%.2f,"currency":"EUR","country":"DE",'
+        '"channel":"ecom","timestamp":"2026-03-20T12:00:00Z"}'
+    )
+    same = template.replace("%d", "1").replace("%s", cards[0]).replace("%.2f", "42.00")
+    tensor = np.round(np.random.default_rng(1).random(N_FEATURES), 4).tolist()
+    v2_body = json.dumps(
+        {"inputs": [{"name": INPUT_NAME, "shape": [1, N_FEATURES], "datatype": "FP32",
+                     "data": tensor}]}
+    )  # fmt: skip
+    scripts = {
+        "distinct": _lua_post("/v1/score", template=template, cards=cards),
+        "same": _lua_post("/v1/score", body=same),
+        "v2": _lua_post(f"/v2/models/{name}/infer", body=v2_body),
+        "fastapi": _lua_post("/score", template=template, cards=cards),
+    }
+    for key, text in scripts.items():
+        (run / f"{key}.lua").write_text(text)
+
+    points: list[Point] = []
+
+    def measure(server: str, base: str, label: str, script: str) -> None:
+        run_wrk(base, run / f"{script}.lua", 16, 2)  # warm-up
+        for c in args.concurrency:
+            rps, p50, p99 = run_wrk(base, run / f"{script}.lua", c, args.seconds)
+            points.append(Point(server, label, c, rps, p50, p99))
+            console.print(f"  {server:28} {label:28} c{c:<3} {rps:9,.0f} req/s  p99 {p99:.1f} ms")
+
+    redis = LocalRedis(run)
+    redis.start()
+    try:
+        load_online_state(history, redis.url)
+        port = free_port()
+        env = {
+            "FRAUD_SERVING_MODEL_STORE_DIR": str(store.root),
+            "FRAUD_SERVING_REDIS_URL": redis.url,
+            "FRAUD_SERVING_API_KEYS": "bench:score+infer",
+            "FRAUD_SERVING_PORT": str(port),
+            "FRAUD_SERVING_JSON_LOGS": "false",
+        }
+        base = f"http://127.0.0.1:{port}"
+        with pinned([sys.executable, "-m", "serving.app"], env, base + "/v2/health/ready",
+                    run / "fraudscale.log"):  # fmt: skip
+            measure("fraudscale (Litestar)", base, "/v1/score full path", "distinct")
+            measure("fraudscale (Litestar)", base, "/v1/score cache hit", "same")
+            measure("fraudscale (Litestar)", base, "V2 infer", "v2")
+    finally:
+        redis.kill()
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with pinned(
+        [sys.executable, "-m", "uvicorn", "bench.peers.fastapi_app:app", "--port", str(port),
+         "--no-access-log", "--log-level", "warning"],
+        {"BENCH_BUNDLE": str(bundle_path)}, base + "/docs", run / "fastapi.log",
+    ):  # fmt: skip
+        measure("FastAPI + pydantic (bare)", base, "/score", "fastapi")
+
+    for label, workers in (("MLServer (default)", None), ("MLServer (parallel_workers=0)", 0)):
+        port, grpc, metrics = free_port(), free_port(), free_port()
+        settings: dict[str, object] = {"http_port": port, "grpc_port": grpc,
+                                       "metrics_port": metrics}  # fmt: skip
+        if workers is not None:
+            settings["parallel_workers"] = workers
+        (run / "mlserver" / "settings.json").write_text(json.dumps(settings))
+        base = f"http://127.0.0.1:{port}"
+        with pinned([str(mlserver), "start", str(run / "mlserver")], {},
+                    base + "/v2/health/ready", run / "mlserver.log"):  # fmt: skip
+            measure(label, base, "V2 infer", "v2")
+
+    table = Table(title="serving: one server process on one core, wrk on the other, loopback")
+    for column in ("server", "path", "conc.", "req/s", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="right")
+    for p in points:
+        table.add_row(p.server, p.path, str(p.concurrency), f"{p.rps:,.0f}", f"{p.p50_ms:.2f}",
+                      f"{p.p99_ms:.2f}")  # fmt: skip
+    console.print(table)
+
+    def best(server: str, path: str) -> float:
+        return max(p.rps for p in points if p.server.startswith(server) and p.path == path)
+
+    full = best("fraudscale", "/v1/score full path")
+    ratios = {
+        "full path vs MLServer best (V2)": full / best("MLServer", "V2 infer"),
+        "full path vs bare FastAPI": full / best("FastAPI", "/score"),
+        "cache hit vs bare FastAPI": best("fraudscale", "/v1/score cache hit")
+        / best("FastAPI", "/score"),
+        "V2 infer vs MLServer best V2": best("fraudscale", "V2 infer")
+        / best("MLServer", "V2 infer"),
+    }
+    p99_c16 = [p.p99_ms for p in points if p.path == "/v1/score full path" and p.concurrency == 16]
+    for key, value in ratios.items():
+        console.print(f"{key}: {value:.2f}x")
+    console.print(f"full path p99 at c16: {p99_c16[0] if p99_c16 else float('nan'):.2f} ms")
+    record_result("serving", {"points": [p.__dict__ for p in points], "ratios": ratios})
+
+
+if __name__ == "__main__":
+    main()
