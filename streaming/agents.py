@@ -235,7 +235,8 @@ class MetricsPage(View):
     async def get(self, request: Request) -> Response:
         source = transactions_topic.get_topic_name()
         owned = [tp for tp in app.consumer.assignment() if tp.topic == source]
-        metrics.assigned_partitions.set(len(owned))
+        # Zero until the output topics exist too: "assigned" then means ready to work.
+        metrics.assigned_partitions.set(len(owned) if _outputs_declared.is_set() else 0)
         # aiohttp takes the charset separately from the content type.
         content_type = CONTENT_TYPE_LATEST.split(";")[0]
         return self.bytes(generate_latest(metrics.registry), content_type=content_type)

@@ -25,7 +25,9 @@ _json = msgspec.json.Encoder()
 
 
 class LocalWorker:
-    """`python -m streaming worker` in a child process, with FRAUD_STREAM_* settings."""
+    """`python -m streaming worker` in a child process, with FRAUD_STREAM_* settings.
+
+    `start` returns once the worker owns partitions and its output topics exist."""
 
     def __init__(self, folder: Path, env: Mapping[str, str], web_port: int | None = None) -> None:
         self.folder = folder
@@ -52,12 +54,12 @@ class LocalWorker:
             )
         process = self.process
 
-        def serving() -> bool:
+        def working() -> bool:
             if process.poll() is not None:
                 raise RuntimeError(f"the stream worker exited; see {self.log_path}")
-            return self.metrics() is not None
+            return self.metric("fraudscale_stream_assigned_partitions") > 0
 
-        wait_until(serving, f"the stream worker on port {self.web_port}", timeout)
+        wait_until(working, f"the stream worker on port {self.web_port} to get partitions", timeout)
 
     def metrics(self) -> str | None:
         """The worker's /metrics page, or None while it does not answer."""
