@@ -65,8 +65,7 @@ app = faust.App(
     broker_commit_interval=1.0,
     producer_acks=-1,
     producer_linger=0.005,
-    stream_wait_empty=False,
-    table_standby_replicas=0,
+    table_standby_replicas=1,  # a peer keeps each partition's table warm for takeover
     Worker=Worker,
 )
 
