@@ -41,7 +41,7 @@ from bench import record_result
 from bench.batch import train_model
 from fraud_core.features import N_FEATURES
 from fraud_core.landing import read_landing
-from fraud_core.local import LocalRedis, free_port, wait_until
+from fraud_core.local import LocalRedis, free_port, start_process, stop_process
 from fraud_core.model_store import ModelStore
 from serving.controllers.inference import INPUT_NAME
 from serving.online_loader import load_online_state
@@ -109,30 +109,21 @@ end
 
 @contextlib.contextmanager
 def pinned(command: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[None]:
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            ["taskset", "-c", "0", *command], env={**os.environ, **env},
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-
     def ready() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"{command[0]} exited; see {log}")
         try:
             with urllib.request.urlopen(ready_url, timeout=1) as response:
                 return bool(response.status == 200)
         except OSError:
             return False
 
+    process = start_process(
+        ["taskset", "-c", "0", *command], " ".join(command[:3]), ready, 120,
+        log=log, env={**os.environ, **env},
+    )  # fmt: skip
     try:
-        wait_until(ready, " ".join(command[:3]), 120)
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process, 20)
 
 
 def mlserver_env(work: Path) -> Path:

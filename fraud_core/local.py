@@ -6,10 +6,11 @@ server in serving.local) uses these, so ports and start-up waits behave the same
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 
@@ -28,6 +29,51 @@ def wait_until(ready: Callable[[], bool], what: str, seconds: float) -> None:
         time.sleep(0.02)
 
 
+def start_process(
+    command: list[str],
+    what: str,
+    ready: Callable[[], bool],
+    timeout: float,
+    *,
+    log: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start `command` in its own session (output appended to `log`, else discarded) and wait
+    until `ready`; RuntimeError naming `what` if the process exits first or takes too long
+    (then it is killed, not left behind)."""
+    with contextlib.ExitStack() as stack:
+        out = (
+            stack.enter_context(log.open("ab")) if log else subprocess.DEVNULL
+        )  # child keeps its fd
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def started() -> bool:
+        if process.poll() is not None:
+            where = f"; see {log}" if log else ""
+            raise RuntimeError(f"{what} exited with {process.returncode}{where}")
+        return ready()
+
+    try:
+        wait_until(started, what, timeout)
+    except BaseException:
+        process.kill()
+        process.wait(timeout=10)
+        raise
+    return process
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM and wait up to `timeout` seconds for a clean exit, then SIGKILL."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 class LocalRedis:
     """Debian's redis-server in the foreground, without persistence, on a loopback port."""
 
@@ -39,11 +85,6 @@ class LocalRedis:
     def start(self) -> None:
         import redis  # the serving and streaming extras install it
 
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
         client = redis.Redis(port=self.port, socket_timeout=0.5)
 
         def answers() -> bool:
@@ -52,7 +93,11 @@ class LocalRedis:
             except redis.ConnectionError:
                 return False
 
-        wait_until(answers, "redis-server", 10)
+        self.process = start_process(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.folder)],
+            "redis-server", answers, 10,
+        )  # fmt: skip
 
     def kill(self) -> None:
         if self.process is not None:

@@ -24,7 +24,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from fraud_core.local import free_port, wait_until
+from fraud_core.local import free_port, start_process, stop_process
 
 PROJECT = Path(__file__).resolve().parent.parent
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
@@ -126,36 +126,19 @@ class LocalKafka:
                            str(uuid.uuid4().hex[:22]), "-c", str(config)),
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-        with (self.folder / "broker.log").open("ab") as log:  # the child keeps its own fd
-            self.process = subprocess.Popen(
-                self._java(libs, "kafka.Kafka", str(config)),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        process = self.process
-
-        def answers() -> bool:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"the Kafka broker exited with {process.returncode}; "
-                    f"see {self.folder / 'broker.log'}"
-                )
-            return broker_answers(self.bootstrap)
-
-        wait_until(answers, f"the Kafka broker on {self.bootstrap}", timeout)
+        self.process = start_process(
+            self._java(libs, "kafka.Kafka", str(config)),
+            f"the Kafka broker on {self.bootstrap}",
+            lambda: broker_answers(self.bootstrap),
+            timeout,
+            log=self.folder / "broker.log",
+        )
 
     def stop(self, timeout: float = 30) -> None:
         """A clean shutdown (SIGTERM), killing the JVM if it does not finish in time."""
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.process = None
+        if self.process is not None:
+            stop_process(self.process, timeout)
+            self.process = None
 
     def kill(self) -> None:
         if self.process is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,9 +16,8 @@ import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from fraud_core.features import LABEL_DELAY_US
-from fraud_core.local import free_port, wait_until
+from fraud_core.local import free_port, start_process, stop_process
 from fraud_core.schema import from_micros, timestamps_us
-from streaming.settings import StreamSettings
 
 _json = msgspec.json.Encoder()
 
@@ -44,22 +42,14 @@ class LocalWorker:
     def start(self, timeout: float = 60) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         level = self.env.get("FRAUD_STREAM_LOG_LEVEL", "info")
-        with self.log_path.open("ab") as log:  # the child keeps its own fd
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "streaming", "worker", "--loglevel", level],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        process = self.process
-
-        def working() -> bool:
-            if process.poll() is not None:
-                raise RuntimeError(f"the stream worker exited; see {self.log_path}")
-            return self.metric("fraudscale_stream_assigned_partitions") > 0
-
-        wait_until(working, f"the stream worker on port {self.web_port} to get partitions", timeout)
+        self.process = start_process(
+            [sys.executable, "-m", "streaming", "worker", "--loglevel", level],
+            f"the stream worker on port {self.web_port}",
+            lambda: self.metric("fraudscale_stream_assigned_partitions") > 0,
+            timeout,
+            log=self.log_path,
+            env=self.env,
+        )
 
     def metrics(self) -> str | None:
         """The worker's /metrics page, or None while it does not answer."""
@@ -89,12 +79,7 @@ class LocalWorker:
         if self.process is None:
             return 0.0
         started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop_process(self.process, timeout)
         self.process = None
         return time.monotonic() - started
 
@@ -176,11 +161,3 @@ async def consume(
         return out
     finally:
         await consumer.stop()
-
-
-def stream_env(settings: StreamSettings) -> dict[str, str]:
-    """FRAUD_STREAM_* variables that reproduce `settings` in a child worker."""
-    return {
-        f"FRAUD_STREAM_{name.upper()}": str(getattr(settings, name))
-        for name in settings.__struct_fields__
-    }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -76,6 +76,3 @@ def stream(tmp_path: Path, kafka: str, models: ModelStore) -> Iterator[Stream]:
     s = Stream(tmp_path, kafka, models)
     yield s
     s.close()
-
-
-StreamFactory = Callable[[], Stream]
