@@ -118,9 +118,7 @@ async def plain_loop(
         while done < expected:
             batches = await consumer.getmany(timeout_ms=5, max_records=batch_max)
             for messages in batches.values():
-                records = [
-                    Record(m.key, m.value or b"", m.topic, m.partition, m.offset) for m in messages
-                ]
+                records = [Record.of(m) for m in messages]
                 batch = score_transactions(
                     records,
                     scorer,

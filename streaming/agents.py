@@ -61,11 +61,7 @@ async def _batches(stream: StreamT[bytes]) -> AsyncIterator[Sequence[EventT]]:
 
 
 def _records(events: Sequence[EventT]) -> list[Record]:
-    return [
-        Record(e.message.key, e.message.value or b"", e.message.topic, e.message.partition,
-               e.message.offset)
-        for e in events
-    ]  # fmt: skip
+    return [Record.of(e.message) for e in events]
 
 
 async def _publish(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -62,6 +62,12 @@ class Record:
     topic: str
     partition: int
     offset: int
+
+    @classmethod
+    def of(cls, message: Any) -> Record:
+        """From a Faust message or an aiokafka ConsumerRecord (the same five attributes)."""
+        m = message
+        return cls(m.key, m.value or b"", m.topic, m.partition, m.offset)
 
 
 @dataclass(frozen=True, slots=True)
