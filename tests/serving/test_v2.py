@@ -50,69 +50,21 @@ def test_tritonclient_round_trip(server: str, trained, reference_features: np.nd
         client.infer("nope", [tensor])
 
 
+def infer_body(**tensor: object) -> dict[str, object]:
+    """A valid one-row infer request, with the tensor's fields replaced by `tensor`."""
+    valid = {"name": "features", "shape": [1, N_FEATURES], "datatype": "FP32",
+             "data": [0.0] * N_FEATURES}  # fmt: skip
+    return {"inputs": [{**valid, **tensor}]}
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        (
-            {
-                "inputs": [
-                    {"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}
-                ]
-            },
-            "inputs[0].shape",
-        ),
-        (
-            {
-                "inputs": [
-                    {
-                        "name": "features",
-                        "shape": [2, N_FEATURES],
-                        "datatype": "FP32",
-                        "data": [0.0] * N_FEATURES,
-                    }
-                ]
-            },
-            "inputs[0].data",
-        ),
-        (
-            {
-                "inputs": [
-                    {
-                        "name": "features",
-                        "shape": [1, N_FEATURES],
-                        "datatype": "INT64",
-                        "data": [0] * N_FEATURES,
-                    }
-                ]
-            },
-            "inputs[0].datatype",
-        ),
-        (
-            {
-                "inputs": [
-                    {
-                        "name": "x",
-                        "shape": [1, N_FEATURES],
-                        "datatype": "FP32",
-                        "data": [0.0] * N_FEATURES,
-                    }
-                ]
-            },
-            "inputs",
-        ),
-        (
-            {
-                "inputs": [
-                    {
-                        "name": "features",
-                        "shape": [1, N_FEATURES],
-                        "datatype": "FP32",
-                        "data": ["a"] * N_FEATURES,
-                    }
-                ]
-            },
-            "inputs[0].data",
-        ),
+        (infer_body(shape=[1, 3], data=[1, 2, 3]), "inputs[0].shape"),
+        (infer_body(shape=[2, N_FEATURES]), "inputs[0].data"),
+        (infer_body(datatype="INT64", data=[0] * N_FEATURES), "inputs[0].datatype"),
+        (infer_body(name="x"), "inputs"),
+        (infer_body(data=["a"] * N_FEATURES), "inputs[0].data"),
         ({"outputs": []}, "inputs"),
     ],
 )
