@@ -41,6 +41,7 @@ from fraud_core.simulator import SimulationConfig, generate
 from fraud_core.state import CardState, MerchantState
 from streaming.broker import LocalKafka
 from streaming.local import LocalWorker, consume, produce, transaction_records
+from streaming.outbox import Outbox
 from streaming.scoring import CardEntry, Record, score_transactions
 
 console = Console()
@@ -125,10 +126,10 @@ async def plain_loop(
                     lambda card: cards.setdefault(card, CardEntry(-1, CardState())),
                     lambda merchant: empty,
                 )
+                outbox = Outbox()
                 for score in batch.scores:
-                    await producer.send(
-                        sink, key=score.transaction_id.encode(), value=_json.encode(score)
-                    )
+                    outbox.add(sink, score.transaction_id.encode(), _json.encode(score))
+                await outbox.flush(producer)
                 done += len(records)
             if batches:
                 await consumer.commit()

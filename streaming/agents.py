@@ -1,10 +1,11 @@
-"""The agents: score transactions, fold labels into merchant risk, watch for new models.
+"""The work: score transactions, fold labels into merchant risk, watch for new models.
 
-Both agents take records in batches (up to FRAUD_STREAM_BATCH_MAX, waiting at most
-FRAUD_STREAM_BATCH_WAIT_MS). A batch is acknowledged only after its outputs and state writes
-are handed to the producer, and Faust flushes the producer before it commits offsets: a crash
-loses no record, and a record redelivered after a crash is scored again (same score, same
-transaction_id key) without touching the tables twice.
+Transactions arrive in lists straight from each fetch (`streaming.delivery`), at most
+FRAUD_STREAM_BATCH_MAX at a time; labels, a far smaller stream, through a Faust agent's
+`take_events` (waiting at most FRAUD_STREAM_BATCH_WAIT_MS). A batch is acknowledged only after
+its outputs and state writes are handed to the producer, and Faust flushes the producer
+before it commits offsets: a crash loses no record, and a record redelivered after a crash is
+scored again (same score, same transaction_id key) without touching the tables twice.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import cast
 
 import msgspec
 import redis.asyncio as aioredis
 from faust.streams import Stream
-from faust.types import EventT, StreamT, TopicT
+from faust.transport.drivers.aiokafka import Producer as KafkaProducer
+from faust.types import EventT, StreamT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
@@ -28,6 +30,7 @@ from fraud_core.scorer import Scorer
 from fraud_core.state import CardState, MerchantState, card_key, encode_state, merchant_key
 from streaming import metrics
 from streaming.app import app, models, settings
+from streaming.outbox import Outbox
 from streaming.scoring import (
     Alert,
     DeadLetter,
@@ -50,32 +53,25 @@ from streaming.topics import (
 log = logging.getLogger("streaming")
 _json = msgspec.json.Encoder()
 _BATCH_WAIT = settings.batch_wait_ms / 1000
-
-
-async def _batches(stream: StreamT[bytes]) -> AsyncIterator[Sequence[EventT]]:
-    await _outputs_declared.wait()
-    async for events in cast(Stream[bytes], stream).take_events(
-        settings.batch_max, within=_BATCH_WAIT
-    ):
-        yield events
+_SCORES = scores_topic.get_topic_name()
+_ALERTS = alerts_topic.get_topic_name()
+_DEAD_LETTERS = dead_letters_topic.get_topic_name()
 
 
 def _records(events: Sequence[EventT]) -> list[Record]:
     return [Record.of(e.message) for e in events]
 
 
-async def _publish(
-    topic: TopicT, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None
-) -> None:
-    """Hand a record to the Kafka producer (Faust flushes it before committing offsets)."""
-    await app.producer.send(topic.get_topic_name(), key, value, None, None, headers)
+async def _send(outbox: Outbox) -> None:
+    """Hand a batch's records to the Kafka producer (Faust flushes it before committing)."""
+    await outbox.flush(cast(KafkaProducer, app.producer)._ensure_producer())
 
 
-async def _send_dead_letters(dead: Sequence[DeadLetter]) -> None:
+def _dead_letters(outbox: Outbox, dead: Sequence[DeadLetter]) -> None:
     for letter in dead:
         r = letter.record
         log.warning("dead letter from %s[%d]@%d: %s", r.topic, r.partition, r.offset, letter.error)
-        await _publish(dead_letters_topic, r.key, r.value, letter.headers())
+        outbox.add(_DEAD_LETTERS, r.key, r.value, headers=letter.headers())
         metrics.dead_letters.labels(
             r.topic, "malformed" if letter.error.malformed else "invalid"
         ).inc()
@@ -141,13 +137,15 @@ def _merchant_state(merchant_id: str) -> MerchantState:
     return decode_merchant_entry(merchant_to_risk.get(merchant_id.encode())).state
 
 
-@app.agent(transactions_topic)
-async def score_transactions_agent(stream: StreamT[bytes]) -> None:
+app.batches.subscribe(transactions_topic)
+
+
+@app.task
+async def transactions_to_scores() -> None:
     """Score every transaction; alerts and dead letters on the side; card state in the table."""
-    async for events in cast(Stream[bytes], stream).take_events(
-        settings.batch_max, within=_BATCH_WAIT
-    ):
-        records = _records(events)
+    await _outputs_declared.wait()
+    async for messages in app.batches.batches(settings.batch_max):
+        records = [Record.of(m) for m in messages]
         scorer = await _published_model()
         batch = score_transactions(
             records,
@@ -156,20 +154,23 @@ async def score_transactions_agent(stream: StreamT[bytes]) -> None:
             _merchant_state,
             reasons=settings.reasons,
         )
-        await _send_dead_letters(batch.dead)
+        outbox = Outbox()
+        _dead_letters(outbox, batch.dead)
         for transaction, score in zip(batch.transactions, batch.scores, strict=True):
             key = transaction.transaction_id.encode()
-            await _publish(scores_topic, key, _json.encode(score))
+            outbox.add(_SCORES, key, _json.encode(score))
             if score.decision == "alert":
                 alert = Alert(transaction=transaction, score=score)
-                await _publish(alerts_topic, key, _json.encode(alert))
+                outbox.add(_ALERTS, key, _json.encode(alert))
                 metrics.alerts.inc()
         for card_id, (partition, entry) in batch.cards.items():
-            await write_entry(card_to_state, partition, card_id, encode_entry(entry))
+            write_entry(outbox, card_to_state, partition, card_id, encode_entry(entry))
+        await _send(outbox)
         await online_state.write({c: e.state for c, (_, e) in batch.cards.items()}, {})
+        app.batches.ack(messages)
         now = time.time()
-        for event in events:
-            metrics.lag_seconds.observe(max(0.0, now - event.message.timestamp))
+        for message in messages:
+            metrics.lag_seconds.observe(max(0.0, now - message.timestamp))
         metrics.transactions.inc(len(batch.scores))
         metrics.batch_size.observe(len(batch.scores))
 
@@ -184,9 +185,11 @@ async def apply_labels_agent(stream: StreamT[bytes]) -> None:
             _records(events),
             lambda merchant_id: decode_merchant_entry(merchant_to_risk.get(merchant_id.encode())),
         )
-        await _send_dead_letters(batch.dead)
+        outbox = Outbox()
+        _dead_letters(outbox, batch.dead)
         for merchant_id, (partition, entry) in batch.merchants.items():
-            await write_entry(merchant_to_risk, partition, merchant_id, encode_entry(entry))
+            write_entry(outbox, merchant_to_risk, partition, merchant_id, encode_entry(entry))
+        await _send(outbox)
         await online_state.write({}, {m: e.state for m, (_, e) in batch.merchants.items()})
         metrics.labels.inc(batch.labels)
 

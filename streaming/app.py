@@ -17,6 +17,7 @@ import faust
 
 from fraud_core.features import warm_up
 from fraud_core.model_store import ModelHolder, ModelStore
+from streaming.delivery import App
 from streaming.settings import StreamSettings
 
 settings = StreamSettings.from_env()
@@ -26,7 +27,15 @@ datadir.mkdir(parents=True, exist_ok=True)
 
 
 class Worker(faust.Worker):
-    """Faust's worker with a deadline on shutdown (`FRAUD_STREAM_SHUTDOWN_SECONDS`)."""
+    """Faust's worker with a deadline on shutdown (`FRAUD_STREAM_SHUTDOWN_SECONDS`) and
+    without the terminal spinner."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        # Faust's terminal spinner sets the root logger to DEBUG whenever the level is WARN or
+        # above, so every library debug call (aiokafka logs each send) builds a log record:
+        # ~10 % of a busy worker's CPU. A worker's output is a log, not a terminal.
+        self.spinner = None
+        super().on_setup_root_logger(logger, level)
 
     def _on_sigterm(self) -> None:
         _exit_after(settings.shutdown_seconds)
@@ -47,7 +56,7 @@ def _exit_after(seconds: float) -> None:
     threading.Thread(target=deadline, name="shutdown-deadline", daemon=True).start()
 
 
-app = faust.App(
+app = App(
     settings.app_id,
     broker=";".join(f"kafka://{server}" for server in settings.broker.split(",")),
     store="memory://",

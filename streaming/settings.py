@@ -31,7 +31,7 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     batch_max: int = 500
     """Most transactions scored in one onnxruntime call."""
     batch_wait_ms: float = 5.0
-    """Longest a batch waits to fill before it is scored anyway."""
+    """Longest a batch of labels waits to fill (transactions are taken as they are fetched)."""
     reasons: int = 3
     """How many top reasons each score carries."""
     data_dir: str = ".faust"
