@@ -18,13 +18,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from fraud_core.features import warm_up
 from fraud_core.model_store import ModelHolder, ModelStore
 from serving.auth import Access, parse_api_keys
-from serving.batching import MicroBatcher
+from serving.batching import RowScorer
 from serving.cache import ScoreCache
 from serving.controllers.health import HealthController
 from serving.controllers.inference import InferenceController
 from serving.controllers.score import ScoreController
 from serving.errors import ApiError, api_error_handler, http_error_handler, internal_error_handler
 from serving.metrics import ServingMetrics, metrics_endpoint, metrics_middleware
+from serving.services.scoring import ScoringPipeline
 from serving.services.state import NoOnlineState, OnlineState, RedisOnlineState
 from serving.settings import ServingSettings
 from serving.telemetry import configure_json_logs, make_tracer
@@ -62,15 +63,20 @@ def create_app(
         )
         app.state.tracer = make_tracer(config.otlp_endpoint, tracer_provider)
         app.state.metrics = ServingMetrics()
-        app.state.batcher = (
-            MicroBatcher(
-                max_rows=config.max_batch_rows,
-                max_wait_us=config.max_batch_wait_us,
-                on_batch=app.state.metrics.batch_size.observe,
-            )
-            if config.batching_enabled
-            else None
+        batching = (
+            (config.max_batch_rows, config.max_batch_wait_us) if config.batching_enabled else None
         )
+        on_batch = app.state.metrics.batch_size.observe
+        app.state.scoring = ScoringPipeline(
+            models,
+            app.state.online_state,
+            app.state.cache,
+            app.state.tracer,
+            reasons=config.reasons,
+            on_batch=on_batch,
+            batching=batching,
+        )
+        app.state.rows = RowScorer(on_batch, batching)
         app.state.access = Access(
             parse_api_keys(config.api_keys),
             config.api_key_header,

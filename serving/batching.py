@@ -1,85 +1,118 @@
-"""Adaptive micro-batching: concurrent requests' rows scored in one onnxruntime call.
+"""Adaptive micro-batching: concurrent requests' work done in one pass.
 
-The first request of a batch waits only while more keep arriving: the batcher yields to the
-event loop and flushes once a few turns in a row bring nothing new, the batch is full, or
-the wait cap has passed. A lone request therefore pays a few event-loop turns, not a fixed delay.
-A batch never mixes model versions: rows are grouped by the Scorer their request took.
+Each request submits one item and awaits its result; the first item of a batch waits only
+while more keep arriving: the batcher yields to the event loop and flushes once a few turns
+in a row bring nothing new, the batch is full, or the wait cap has passed. A lone request
+therefore pays a few event-loop turns, not a fixed delay. While one batch is being processed
+(waiting on Redis, say) the next one gathers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
 
 from fraud_core.scorer import Scorer
 
-
-@dataclass
-class _Pending:
-    scorer: Scorer
-    rows: np.ndarray
-    future: asyncio.Future[np.ndarray]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
-class MicroBatcher:
+class MicroBatcher(Generic[T, R]):
+    process: Callable[[list[T]], Awaitable[list[R]]]
+    """Does a batch's work: one result per item, in order."""
+    size: Callable[[T], int] = len  # type: ignore[assignment]
+    """Rows of an item (default: its length); a batch holds up to `max_rows` rows."""
     max_rows: int = 64
     max_wait_us: int = 500
     idle_turns: int = 4
     """Event-loop turns without a new arrival after which the batch is flushed (a request
     passes several awaits between arriving and reaching the batcher)."""
-    on_batch: Callable[[int], None] | None = None
-    """Told the rows of every onnxruntime call (the batch size metric)."""
     batches: int = 0
-    """onnxruntime calls made."""
-    _queue: list[_Pending] = field(default_factory=list)
+    """Batches processed."""
+    _queue: list[tuple[T, asyncio.Future[R]]] = field(default_factory=list)
+    _rows: int = 0
     _flushing: asyncio.Task[None] | None = None
 
-    async def score(self, scorer: Scorer, rows: np.ndarray) -> np.ndarray:
-        if len(rows) >= self.max_rows:
-            self._count(len(rows))
-            return scorer.score(rows)
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(scorer, rows, future))
-        if self._flushing is None or self._flushing.done():
+    async def submit(self, item: T) -> R:
+        rows = self.size(item)
+        if rows >= self.max_rows:
+            self.batches += 1
+            return (await self.process([item]))[0]
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        self._rows += rows
+        if self._flushing is None:
             self._flushing = asyncio.create_task(self._gather_then_flush())
         return await future
-
-    def _count(self, rows: int) -> None:
-        self.batches += 1
-        if self.on_batch is not None:
-            self.on_batch(rows)
-
-    def _rows_waiting(self) -> int:
-        return sum(len(p.rows) for p in self._queue)
 
     async def _gather_then_flush(self) -> None:
         deadline = time.perf_counter() + self.max_wait_us / 1e6
         seen, idle = len(self._queue), 0
-        while self._rows_waiting() < self.max_rows and time.perf_counter() < deadline:
+        while self._rows < self.max_rows and time.perf_counter() < deadline:
             await asyncio.sleep(0)
             waiting = len(self._queue)
             idle = idle + 1 if waiting == seen else 0
             seen = waiting
             if idle >= self.idle_turns:
                 break  # arrivals have stopped
-        pending, self._queue = self._queue, []
-        by_model: dict[int, list[_Pending]] = {}
-        for item in pending:
-            by_model.setdefault(id(item.scorer), []).append(item)
-        for group in by_model.values():
-            self._count(sum(len(p.rows) for p in group))
-            try:
-                scores = group[0].scorer.score(np.concatenate([p.rows for p in group]))
-            except Exception as exc:  # every waiting request gets the failure, none hangs
-                for p in group:
-                    p.future.set_exception(exc)
-                continue
+        pending, self._queue, self._rows = self._queue, [], 0
+        self._flushing = None  # later arrivals gather the next batch meanwhile
+        self.batches += 1
+        try:
+            results = await self.process([item for item, _ in pending])
+        except Exception as exc:  # every waiting request gets the failure, none hangs
+            for _, future in pending:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(pending, results, strict=True):
+            if not future.done():  # a caller that went away has cancelled its future
+                future.set_result(result)
+
+
+class RowScorer:
+    """Feature matrices to scores (the V2 infer path): with batching on, concurrent requests'
+    rows go into one onnxruntime call per model version; rows keep the Scorer their request
+    took, so a batch never mixes versions."""
+
+    def __init__(self, on_batch: Callable[[int], None], batching: tuple[int, int] | None) -> None:
+        """`batching`: (most rows, longest wait in microseconds), or None for no batching."""
+        self.on_batch = on_batch
+        self.batcher: MicroBatcher[tuple[Scorer, np.ndarray], np.ndarray] | None = (
+            MicroBatcher(
+                self._process,
+                size=lambda item: len(item[1]),
+                max_rows=batching[0],
+                max_wait_us=batching[1],
+            )
+            if batching
+            else None
+        )
+
+    async def score(self, scorer: Scorer, x: np.ndarray) -> np.ndarray:
+        if self.batcher is None:
+            return (await self._process([(scorer, x)]))[0]
+        return await self.batcher.submit((scorer, x))
+
+    async def _process(self, items: list[tuple[Scorer, np.ndarray]]) -> list[np.ndarray]:
+        by_model: dict[int, list[int]] = {}
+        for i, (scorer, _) in enumerate(items):
+            by_model.setdefault(id(scorer), []).append(i)
+        results: list[np.ndarray] = [np.empty(0, np.float32)] * len(items)
+        for indices in by_model.values():
+            rows = np.concatenate([items[i][1] for i in indices])
+            self.on_batch(len(rows))
+            scores = items[indices[0]][0].score(rows)
             start = 0
-            for p in group:
-                p.future.set_result(scores[start : start + len(p.rows)])
-                start += len(p.rows)
+            for i in indices:
+                n = len(items[i][1])
+                results[i] = scores[start : start + n]
+                start += n
+        return results

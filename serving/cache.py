@@ -54,6 +54,14 @@ class ScoreCache:
         """L2 reads or writes skipped because Redis failed."""
         self._writes: set[asyncio.Task[None]] = set()
 
+    def get_local(self, keys: Sequence[str]) -> list[Score] | None:
+        """Every key's score from L1 (marked cached), or None if any is missing there."""
+        found = [self.l1.get(k) for k in keys]
+        if any(f is None for f in found):
+            return None
+        self.hits["l1"] += len(found)
+        return [msgspec.structs.replace(f, cached=True) for f in found if f is not None]
+
     async def get_many(self, keys: Sequence[str]) -> list[Score | None]:
         found: list[Score | None] = [self.l1.get(k) for k in keys]
         self.hits["l1"] += sum(f is not None for f in found)

@@ -15,8 +15,8 @@ from fraud_core.features import FEATURE_NAMES, N_FEATURES
 from fraud_core.schema import SchemaError, decode_json
 from fraud_core.scorer import Scorer
 from serving.auth import require
-from serving.controllers.score import infer, served_model
 from serving.errors import ApiError
+from serving.services.scoring import served_model
 
 INPUT_NAME = "features"
 OUTPUT_NAME = "probability"
@@ -45,7 +45,7 @@ def decode_json_body(data: bytes) -> InferRequest:
 
 
 def _model(state: State, name: str) -> Scorer:
-    scorer = served_model(state)
+    scorer = served_model(state.models)
     if name != scorer.metadata.name:
         raise ApiError(
             404,
@@ -115,7 +115,7 @@ def _features(request: InferRequest, binary: bytes = b"") -> np.ndarray:
 
 class InferenceController(Controller):
     path = "/v2"
-    guards = [require("infer")]  # noqa: RUF012 (Litestar reads it as a class attribute)
+    before_request = require("infer")  # type: ignore[assignment]  # a function, not a method
     tags = ["open inference protocol"]  # noqa: RUF012 (Litestar reads it as a class attribute)
 
     @get("/", operation_id="server_metadata", name="server_metadata")
@@ -151,7 +151,7 @@ class InferenceController(Controller):
         """Fraud probability for each row of an FP32 [n, features] tensor."""
         scorer = _model(state, model_name)
         body, binary = await _decode(request)
-        scores = await infer(state, scorer, _features(body, binary))
+        scores = await state.rows.score(scorer, _features(body, binary))
         response: dict[str, Any] = {
             "model_name": scorer.metadata.name,
             "model_version": scorer.version,

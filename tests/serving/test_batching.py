@@ -31,7 +31,7 @@ async def score_concurrently(settings: ServingSettings, n: int) -> tuple[list[fl
                 *(client.post("/v1/score", content=p) for p in payloads)
             )
         assert all(r.status_code == 200 for r in responses)
-        batcher = app.state.batcher
+        batcher = app.state.scoring.batcher
         calls = batcher.batches if batcher is not None else n
     return [r.json()["score"] for r in responses], calls
 
