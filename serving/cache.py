@@ -25,6 +25,7 @@ from fraud_core.scoring import Score
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "fraudscale:score:v1:"
+WRITE_DELAY = 0.01
 
 _encoder = msgspec.json.Encoder()
 _pack = msgspec.msgpack.Encoder()
@@ -52,7 +53,8 @@ class ScoreCache:
         self.misses = 0
         self.bypasses = 0
         """L2 reads or writes skipped because Redis failed."""
-        self._writes: set[asyncio.Task[None]] = set()
+        self._unwritten: list[tuple[str, Score]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     def get_local(self, keys: Sequence[str]) -> list[Score] | None:
         """Every key's score from L1 (marked cached), or None if any is missing there."""
@@ -84,19 +86,29 @@ class ScoreCache:
         return [msgspec.structs.replace(f, cached=True) if f else None for f in found]
 
     def put_many(self, keys: Sequence[str], scores: Sequence[Score]) -> None:
-        """Fill L1 now and L2 in the background: a request never waits on a cache write."""
+        """Fill L1 now and L2 in the background: a request never waits on a cache write.
+
+        L2 writes wait up to `WRITE_DELAY` seconds so that many batches share one pipelined
+        round trip."""
         for key, score in zip(keys, scores, strict=True):
             self.l1[key] = score
         if self.redis is not None:
-            task = asyncio.create_task(self._write(list(keys), list(scores)))
-            self._writes.add(task)
-            task.add_done_callback(self._writes.discard)
+            self._unwritten.extend(zip(keys, scores, strict=True))
+            if self._writer is None or self._writer.done():
+                self._writer = asyncio.create_task(self._write_soon())
 
-    async def _write(self, keys: list[str], scores: list[Score]) -> None:
+    async def _write_soon(self) -> None:
+        await asyncio.sleep(WRITE_DELAY)
+        await self._write()
+
+    async def _write(self) -> None:
         assert self.redis is not None
+        items, self._unwritten = self._unwritten, []
+        if not items:
+            return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for key, score in zip(keys, scores, strict=True):
+                for key, score in items:
                     pipe.set(key, _pack.encode(score), px=int(self.ttl * 1000))
                 await pipe.execute()
         except (RedisError, OSError) as exc:
@@ -104,6 +116,8 @@ class ScoreCache:
             log.warning("score cache L2 write skipped: %s", exc)
 
     async def drain(self) -> None:
-        """Wait for background writes (shutdown, tests)."""
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
+        """Write what waits for L2 now (shutdown, tests)."""
+        if self._writer is not None:
+            await self._writer
+        if self.redis is not None:
+            await self._write()

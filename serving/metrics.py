@@ -25,6 +25,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
 class ServingMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         self.requests = Counter(
             "fraudscale_requests", "Requests by route and status.", ["route", "status"],
             registry=self.registry,
@@ -45,6 +46,17 @@ class ServingMetrics:
             "fraudscale_model_load_failures", "Published models refused since start.",
             registry=self.registry,
         )  # fmt: skip
+
+    def for_route(self, route: str, status: int) -> tuple[Counter, Histogram]:
+        """The request counter and latency histogram of a route and status (looked up once:
+        prometheus_client's `labels()` costs a lock and label checks on every call)."""
+        children = self._children.get((route, status))
+        if children is None:
+            children = self._children[(route, status)] = (
+                self.requests.labels(route, str(status)),
+                self.latency.labels(route),
+            )
+        return children
 
     def watch(self, cache: ScoreCache | None, online_state: object) -> None:
         """Report the cache's and the online store's own counts at each scrape."""
@@ -101,8 +113,9 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
             handler = scope.get("route_handler")
             route = getattr(handler, "name", None) or "unmatched"
             metrics: ServingMetrics = scope["litestar_app"].state.metrics
-            metrics.requests.labels(route, str(status)).inc()
-            metrics.latency.labels(route).observe(time.perf_counter() - start)
+            requests, latency = metrics.for_route(route, status)
+            requests.inc()
+            latency.observe(time.perf_counter() - start)
 
     return middleware
 
