@@ -6,11 +6,20 @@ work per record, half a worker's CPU at a few thousand records/s. Here the fetch
 the records of a *batch topic* into a `BatchQueue` as one list per fetch, and the consumer
 acknowledges them with `BatchQueue.ack` once their outputs are with the producer.
 
-The guarantees are Faust's own: each record is tracked as unacknowledged when it is queued,
-only acknowledged offsets are committed (Faust flushes the producer first), the queue is
-emptied when a rebalance suspends the flow (the records are fetched again from the committed
-offsets by whoever owns the partition next), and a revocation waits until the records already
-taken are acknowledged. Other topics (labels, table changelogs) take Faust's normal path.
+Nothing fetched is dropped here. A queue emptied on rebalance (as Faust's stream buffers
+are) would lose records whose offsets the fetch loop has already passed, e.g. a fetch that
+lands during the seek to committed offsets after recovery; a first version of this module
+did exactly that under kill -9 and restart. This queue keeps them instead:
+- each record is tracked as unacknowledged when queued, and only acknowledged offsets are
+  committed (Faust flushes the producer first);
+- `batches` passes on only records of partitions the worker still owns; records of revoked
+  partitions are let go unacknowledged, so the next owner reads them, and a revocation waits
+  until the records already taken are acknowledged;
+- a record fetched again after a seek is skipped if this worker already took it (its
+  outputs went to the producer, which Faust flushes on revocation); scoring one twice would
+  be harmless anyway: outputs are keyed by transaction_id and each table entry remembers
+  the last offset applied to it.
+Other topics (labels, table changelogs) take Faust's normal path.
 """
 
 from __future__ import annotations
@@ -21,37 +30,28 @@ from typing import Any, ClassVar, cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import AppT, Message, TopicT, TransportT
+from faust.types import TP, AppT, Message, TopicT, TransportT
 from mode import Service, ServiceT
-from mode.utils.queues import FlowControlQueue, ThrowableQueue
 
 
 class BatchQueue:
-    """Lists of records fetched for the batch topics, taken by one consumer task.
-
-    Faust's flow control empties it when a rebalance starts and again when it ends, like the
-    streams' buffers: records fetched but not taken are fetched again from the committed
-    offsets by whoever owns their partition next."""
+    """Lists of records fetched for the batch topics, taken by one consumer task."""
 
     def __init__(self, app: AppT, maxsize: int = 16) -> None:
         self.app = app
         self.topics: set[str] = set()
-        # Faust's flow-controlled queue (an asyncio.Queue: it binds to the loop on first use).
-        self.queue: ThrowableQueue = app.FlowControlQueue(maxsize, clear_on_resume=True)
+        self.queue: asyncio.Queue[list[Message]] = asyncio.Queue(maxsize)
         self._waiting: list[Message] = []  # the rest of a fetch larger than a batch
-        app.flow_control.manage_queue(cast(FlowControlQueue, self))
+        self._done: dict[TP, int] = {}  # per partition, the last offset passed on
 
     def subscribe(self, topic: TopicT) -> None:
         """Fetch `topic` (acknowledged, committed) and deliver it here instead of to streams."""
         self.topics.update(topic.topics)
         self.app.topics.add(topic)
 
-    def clear(self) -> None:
-        self.queue.clear()
-        self._waiting = []
-
     async def batches(self, max_records: int) -> AsyncIterator[list[Message]]:
-        """Yield lists of up to `max_records` records: all that wait, or the next fetch."""
+        """Yield lists of up to `max_records` records of partitions this worker owns: all
+        that wait, or the next fetch."""
         queue = self.queue
         while True:
             if not self._waiting:
@@ -59,7 +59,15 @@ class BatchQueue:
             while len(self._waiting) < max_records and not queue.empty():
                 self._waiting.extend(queue.get_nowait())
             batch, self._waiting = self._waiting[:max_records], self._waiting[max_records:]
-            yield batch
+            owned = self.app.consumer.assignment()
+            done = self._done
+            for tp in [tp for tp in done if tp not in owned]:
+                del done[tp]  # if it comes back, its records are new to this worker
+            batch = [m for m in batch if m.tp in owned and m.offset > done.get(m.tp, -1)]
+            for m in batch:
+                done[m.tp] = m.offset
+            if batch:
+                yield batch
 
     def ack(self, messages: list[Message]) -> None:
         """The records' outputs are with the producer: their offsets may be committed."""
@@ -116,7 +124,7 @@ class Consumer(faust_aiokafka.Consumer):
                             await self.wait_first(callback(message), self.suspend_flow.wait())
                         set_read_offset(tp, offset)
                 if fetched:
-                    await self.wait_first(batches.queue.put(fetched), self.suspend_flow.wait())
+                    await batches.queue.put(fetched)
                 self.diag.unset_flag("CONSUMER_FETCHING")
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
