@@ -58,8 +58,7 @@ def start_process(
     try:
         wait_until(started, what, timeout)
     except BaseException:
-        process.kill()
-        process.wait(timeout=10)
+        kill_process(process)
         raise
     return process
 
@@ -70,8 +69,13 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
+        kill_process(process)
+
+
+def kill_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL and reap: no shutdown at all."""
+    process.kill()
+    process.wait(timeout=10)
 
 
 class LocalRedis:
@@ -101,6 +105,5 @@ class LocalRedis:
 
     def kill(self) -> None:
         if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
+            kill_process(self.process)
             self.process = None

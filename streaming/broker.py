@@ -24,7 +24,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from fraud_core.local import free_port, start_process, stop_process
+from fraud_core.local import free_port, kill_process, start_process, stop_process
 
 PROJECT = Path(__file__).resolve().parent.parent
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
@@ -142,8 +142,7 @@ class LocalKafka:
 
     def kill(self) -> None:
         if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
+            kill_process(self.process)
             self.process = None
 
 

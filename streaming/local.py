@@ -16,7 +16,7 @@ import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from fraud_core.features import LABEL_DELAY_US
-from fraud_core.local import free_port, start_process, stop_process
+from fraud_core.local import free_port, kill_process, start_process, stop_process
 from fraud_core.schema import from_micros, timestamps_us
 
 _json = msgspec.json.Encoder()
@@ -70,8 +70,7 @@ class LocalWorker:
     def kill(self) -> None:
         """kill -9: no shutdown, no final commit."""
         if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
+            kill_process(self.process)
             self.process = None
 
     def stop(self, timeout: float = 30) -> float:
