@@ -9,7 +9,6 @@ put them and consumers see the same per-key order.
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -40,15 +39,11 @@ class Outbox:
         """Queue one record; `partition` None means the key's partition."""
         self._topics[topic].append((key, value, partition, list(headers)))
 
-    def __len__(self) -> int:
-        return sum(len(records) for records in self._topics.values())
-
-    async def flush(self, producer: AIOKafkaProducer) -> list[asyncio.Future[object]]:
-        """Submit every queued record to `producer`; returns the delivery futures.
+    async def flush(self, producer: AIOKafkaProducer) -> None:
+        """Submit every queued record to `producer`.
 
         The records are in the producer's accumulator when this returns, so a later
         `producer.flush()` (Faust's, before it commits offsets) waits for them."""
-        futures: list[asyncio.Future[object]] = []
         topics, self._topics = self._topics, defaultdict(list)
         for topic, records in topics.items():
             partitions = sorted(await producer.partitions_for(topic))
@@ -66,8 +61,7 @@ class Outbox:
                     ):
                         if batch.record_count() == 0:
                             raise ValueError(f"a record for {topic} is larger than a batch")
-                        futures.append(await producer.send_batch(batch, topic, partition=partition))
+                        await producer.send_batch(batch, topic, partition=partition)
                         batch = producer.create_batch()
                 if batch.record_count():
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures
+                    await producer.send_batch(batch, topic, partition=partition)

@@ -47,6 +47,7 @@ def write_entry(
     events/s).
     """
     collection = cast(Collection, table)
-    collection.data[key.encode()] = value
+    raw_key = key.encode()
+    collection.data[raw_key] = value
     changelog = collection.changelog_topic.get_topic_name()
-    outbox.add(changelog, key.encode(), value, partition=partition)
+    outbox.add(changelog, raw_key, value, partition=partition)
