@@ -34,6 +34,8 @@ class MicroBatcher(Generic[T, R]):
     idle_turns: int = 4
     """Event-loop turns without a new arrival after which the batch is flushed (a request
     passes several awaits between arriving and reaching the batcher)."""
+    enabled: bool = True
+    """False: every item is processed alone, at once (batching switched off)."""
     batches: int = 0
     """Batches processed."""
     _queue: list[tuple[T, asyncio.Future[R]]] = field(default_factory=list)
@@ -42,7 +44,7 @@ class MicroBatcher(Generic[T, R]):
 
     async def submit(self, item: T) -> R:
         rows = self.size(item)
-        if rows >= self.max_rows:
+        if not self.enabled or rows >= self.max_rows:
             self.batches += 1
             return (await self.process([item]))[0]
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
@@ -77,6 +79,17 @@ class MicroBatcher(Generic[T, R]):
                 future.set_result(result)
 
 
+def micro_batcher(
+    process: Callable[[list[T]], Awaitable[list[R]]],
+    batching: tuple[int, int] | None,
+    size: Callable[[T], int] = len,  # type: ignore[assignment]
+) -> MicroBatcher[T, R]:
+    """`batching`: (most rows, longest wait in microseconds), or None for no batching."""
+    if batching is None:
+        return MicroBatcher(process, size=size, enabled=False)
+    return MicroBatcher(process, size=size, max_rows=batching[0], max_wait_us=batching[1])
+
+
 class RowScorer:
     """Feature matrices to scores (the V2 infer path): with batching on, concurrent requests'
     rows go into one onnxruntime call per model version; rows keep the Scorer their request
@@ -85,20 +98,11 @@ class RowScorer:
     def __init__(self, on_batch: Callable[[int], None], batching: tuple[int, int] | None) -> None:
         """`batching`: (most rows, longest wait in microseconds), or None for no batching."""
         self.on_batch = on_batch
-        self.batcher: MicroBatcher[tuple[Scorer, np.ndarray], np.ndarray] | None = (
-            MicroBatcher(
-                self._process,
-                size=lambda item: len(item[1]),
-                max_rows=batching[0],
-                max_wait_us=batching[1],
-            )
-            if batching
-            else None
+        self.batcher: MicroBatcher[tuple[Scorer, np.ndarray], np.ndarray] = micro_batcher(
+            self._process, batching, size=lambda item: len(item[1])
         )
 
     async def score(self, scorer: Scorer, x: np.ndarray) -> np.ndarray:
-        if self.batcher is None:
-            return (await self._process([(scorer, x)]))[0]
         return await self.batcher.submit((scorer, x))
 
     async def _process(self, items: list[tuple[Scorer, np.ndarray]]) -> list[np.ndarray]:

@@ -12,7 +12,8 @@ of the request that opened it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from typing import NamedTuple
 
 import msgspec
 from opentelemetry.trace import Tracer
@@ -21,7 +22,7 @@ from fraud_core.model_store import ModelHolder
 from fraud_core.schema import Transaction
 from fraud_core.scorer import Scorer
 from fraud_core.scoring import Score, build_scores, transaction_features
-from serving.batching import MicroBatcher
+from serving.batching import MicroBatcher, micro_batcher
 from serving.cache import ScoreCache, cache_key
 from serving.errors import ApiError
 from serving.services.state import OnlineState
@@ -32,6 +33,19 @@ def served_model(models: ModelHolder) -> Scorer:
     if scorer is None:
         raise ApiError(503, "model_not_ready", "no valid model is published yet")
     return scorer
+
+
+class _Request(NamedTuple):
+    transactions: list[Transaction]
+    version: str
+    """The model version `keys` were made for ("" when there is no cache)."""
+    keys: list[str]
+
+    def keys_for(self, version: str) -> list[str]:
+        """Cache keys for `version`: the request's own unless the model changed meanwhile."""
+        if version == self.version:
+            return self.keys
+        return [cache_key(t, version) for t in self.transactions]
 
 
 class ScoringPipeline:
@@ -49,36 +63,31 @@ class ScoringPipeline:
         """`batching`: (most rows, longest wait in microseconds), or None for no batching."""
         self.models, self.online_state, self.cache = models, online_state, cache
         self.tracer, self.reasons, self.on_batch = tracer, reasons, on_batch
-        self.batcher: MicroBatcher[list[Transaction], list[Score]] | None = (
-            MicroBatcher(self._process, max_rows=batching[0], max_wait_us=batching[1])
-            if batching
-            else None
+        self.batcher: MicroBatcher[_Request, list[Score]] = micro_batcher(
+            self._process, batching, size=lambda request: len(request.transactions)
         )
 
     async def score(self, transactions: list[Transaction]) -> list[Score]:
         """One score per transaction, in order, each with this request's server time."""
         started = time.perf_counter_ns()
-        scores = self._cached(transactions)
+        request = _Request(transactions, "", [])
+        scores = None
+        if self.cache is not None:
+            version = served_model(self.models).version
+            request = _Request(transactions, version, [cache_key(t, version) for t in transactions])
+            scores = self.cache.get_local(request.keys)
         if scores is None:
-            if self.batcher is not None:
-                scores = await self.batcher.submit(transactions)
-            else:
-                scores = (await self._process([transactions]))[0]
+            scores = await self.batcher.submit(request)
         elapsed = (time.perf_counter_ns() - started) // 1000
         return [msgspec.structs.replace(s, server_time_us=elapsed) for s in scores]
 
-    def _cached(self, transactions: Sequence[Transaction]) -> list[Score] | None:
-        """All the request's scores from the in-process cache, or None."""
-        if self.cache is None:
-            return None
-        version = served_model(self.models).version
-        return self.cache.get_local([cache_key(t, version) for t in transactions])
-
-    async def _process(self, requests: list[list[Transaction]]) -> list[list[Score]]:
+    async def _process(self, requests: list[_Request]) -> list[list[Score]]:
         scorer = served_model(self.models)  # once: the whole batch uses this version
-        transactions = [t for request in requests for t in request]
+        transactions = [t for request in requests for t in request.transactions]
         cache = self.cache
-        keys = [cache_key(t, scorer.version) for t in transactions] if cache else []
+        keys = (
+            [k for request in requests for k in request.keys_for(scorer.version)] if cache else []
+        )
         with self.tracer.start_as_current_span("cache_lookup"):
             found: list[Score | None] = (
                 await cache.get_many(keys) if cache else [None] * len(transactions)
@@ -107,6 +116,7 @@ class ScoringPipeline:
         answers = [f for f in found if f is not None]
         out, start = [], 0
         for request in requests:
-            out.append(answers[start : start + len(request)])
-            start += len(request)
+            n = len(request.transactions)
+            out.append(answers[start : start + n])
+            start += n
         return out
