@@ -96,11 +96,13 @@ def _lua_post(path: str, body: str | None = None, template: str | None = None,
         + f"""
 local cards = {{{card_list}}}
 local template = {json.dumps(template)}
+-- Transaction ids unique across runs too: a later run must not hit an earlier one's cache.
+local run = string.format("%d-%d", os.time(), math.floor(os.clock() * 1e6))
 local n = 0
 request = function()
   n = n + 1
   local card = cards[(n * 7919) % #cards + 1]
-  local body = string.format(template, n, card, (n % 500) + 0.5)
+  local body = string.format(template, run, n, card, (n % 500) + 0.5)
   return wrk.format(nil, {json.dumps(path)}, nil, body)
 end
 """
@@ -170,11 +172,11 @@ def main() -> None:
     cards = sorted(set(history.column("card_id").to_pylist()))[:3000]
     merchant = history.column("merchant_id")[0].as_py()
     template = (
-        '{"transaction_id":"b-%d","card_id":"%s","merchant_id":"' + merchant + '",'
+        '{"transaction_id":"b-%s-%d","card_id":"%s","merchant_id":"' + merchant + '",'
         '"merchant_category":"electronics","amount":%.2f,"currency":"EUR","country":"DE",'
         '"channel":"ecom","timestamp":"2026-03-20T12:00:00Z"}'
     )
-    same = template.replace("%d", "1").replace("%s", cards[0]).replace("%.2f", "42.00")
+    same = template.replace("%s-%d", "1").replace("%s", cards[0]).replace("%.2f", "42.00")
     tensor = np.round(np.random.default_rng(1).random(N_FEATURES), 4).tolist()
     v2_body = json.dumps(
         {"inputs": [{"name": INPUT_NAME, "shape": [1, N_FEATURES], "datatype": "FP32",

@@ -17,6 +17,8 @@ from litestar import Request
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 
 SCOPES = ("score", "infer")
+ADMITTED = "fraudscale.admitted"
+"""Scope key set once a request's API key has been checked and charged (serving/lane.py)."""
 
 
 class RateLimited(HTTPException):
@@ -66,6 +68,8 @@ class Access:
         self, keys: dict[str, frozenset[str]], header: str, rate: float, burst: float
     ) -> None:
         self.keys, self.header, self.rate, self.burst = keys, header, rate, burst
+        self.header_name = header.lower().encode("latin-1")
+        """The header as it appears in an ASGI scope."""
         self.buckets: dict[str, TokenBucket] = {}
 
     def check(self, presented: str | None, scope: str) -> None:
@@ -97,6 +101,8 @@ def require(scope: str) -> Callable[[Request], Awaitable[None]]:
     scoring request's CPU."""
 
     async def check(request: Request) -> None:
+        if request.scope.get(ADMITTED):
+            return
         access: Access = request.app.state.access
         access.check(request.headers.get(access.header), scope)
 

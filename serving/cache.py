@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import cast
 
 import msgspec
 import redis.asyncio as aioredis
-from cachetools import TTLCache
 from redis.exceptions import RedisError
 
 from fraud_core.features import FEATURE_VERSION
@@ -26,6 +27,13 @@ from fraud_core.scoring import Score
 log = logging.getLogger(__name__)
 KEY_PREFIX = "fraudscale:score:v1:"
 WRITE_DELAY = 0.01
+# SET with an expiry for many keys in one command: redis-py's cost is per command, and one
+# SET per score in a pipeline cost a tenth of a request's CPU. ARGV: values..., ttl_ms.
+_SET_MANY = """
+local ttl = ARGV[#ARGV]
+for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i], 'PX', ttl) end
+return #KEYS
+"""
 
 _encoder = msgspec.json.Encoder()
 _pack = msgspec.msgpack.Encoder()
@@ -38,6 +46,39 @@ def cache_key(transaction: Transaction, model_version: str) -> str:
     return KEY_PREFIX + digest.hexdigest()
 
 
+class LocalScores:
+    """L1: least recently used scores, each kept at most `ttl` seconds after it was put.
+
+    Entries are (expiry, Score) tuples in an OrderedDict, none of which the garbage collector
+    tracks (Score has gc=False; such tuples are untracked after their first collection), so
+    a full cache adds nothing to a collection's work. cachetools' TTLCache kept a tracked
+    link object per entry: at 100k entries every full collection stalled the requests in
+    flight, and the REST p99 grew from 11 to 43 ms over four 6-second runs."""
+
+    def __init__(self, size: int, ttl: float) -> None:
+        self.size, self.ttl = size, ttl
+        self._entries: OrderedDict[str, tuple[float, Score]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> Score | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] < time.monotonic():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def put(self, key: str, score: Score) -> None:
+        self._entries[key] = (time.monotonic() + self.ttl, score)
+        self._entries.move_to_end(key)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+
 class ScoreCache:
     def __init__(
         self,
@@ -46,7 +87,7 @@ class ScoreCache:
         ttl_seconds: float,
         redis: aioredis.Redis | None = None,
     ) -> None:
-        self.l1: TTLCache[str, Score] = TTLCache(maxsize=l1_size, ttl=ttl_seconds)
+        self.l1 = LocalScores(l1_size, ttl_seconds)
         self.redis = redis
         self.ttl = ttl_seconds
         self.hits = {"l1": 0, "l2": 0}
@@ -54,6 +95,7 @@ class ScoreCache:
         self.bypasses = 0
         """L2 reads or writes skipped because Redis failed."""
         self._unwritten: list[tuple[str, Score]] = []
+        self._set_many = redis.register_script(_SET_MANY) if redis is not None else None
         self._writer: asyncio.Task[None] | None = None
 
     def get_local(self, keys: Sequence[str]) -> list[Score] | None:
@@ -79,7 +121,7 @@ class ScoreCache:
             for i, value in zip(missing, values, strict=True):
                 if value is not None:
                     score = _unpack.decode(value)
-                    self.l1[keys[i]] = score
+                    self.l1.put(keys[i], score)
                     found[i] = score
                     self.hits["l2"] += 1
         self.misses += sum(f is None for f in found)
@@ -88,10 +130,9 @@ class ScoreCache:
     def put_many(self, keys: Sequence[str], scores: Sequence[Score]) -> None:
         """Fill L1 now and L2 in the background: a request never waits on a cache write.
 
-        L2 writes wait up to `WRITE_DELAY` seconds so that many batches share one pipelined
-        round trip."""
+        L2 writes wait up to `WRITE_DELAY` seconds so that many batches share one command."""
         for key, score in zip(keys, scores, strict=True):
-            self.l1[key] = score
+            self.l1.put(key, score)
         if self.redis is not None:
             self._unwritten.extend(zip(keys, scores, strict=True))
             if self._writer is None or self._writer.done():
@@ -102,15 +143,15 @@ class ScoreCache:
         await self._write()
 
     async def _write(self) -> None:
-        assert self.redis is not None
+        assert self._set_many is not None
         items, self._unwritten = self._unwritten, []
         if not items:
             return
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for key, score in items:
-                    pipe.set(key, _pack.encode(score), px=int(self.ttl * 1000))
-                await pipe.execute()
+            await self._set_many(
+                keys=[key for key, _ in items],
+                args=[*(_pack.encode(score) for _, score in items), int(self.ttl * 1000)],
+            )
         except (RedisError, OSError) as exc:
             self.bypasses += 1
             log.warning("score cache L2 write skipped: %s", exc)

@@ -10,12 +10,14 @@ import numpy as np
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath
+from litestar.types import Scope
 
 from fraud_core.features import FEATURE_NAMES, N_FEATURES
 from fraud_core.schema import SchemaError, decode_json
 from fraud_core.scorer import Scorer
 from serving.auth import require
 from serving.errors import ApiError
+from serving.lane import fast_lane, header
 from serving.services.scoring import served_model
 
 INPUT_NAME = "features"
@@ -56,21 +58,20 @@ def _model(state: State, name: str) -> Scorer:
     return scorer
 
 
-BINARY_HEADER = "inference-header-content-length"
+BINARY_HEADER = b"inference-header-content-length"
 
 
-async def _decode(request: Request) -> tuple[InferRequest, bytes]:
+def _decode(scope: Scope, body: bytes) -> tuple[InferRequest, bytes]:
     """The JSON request, and the binary tensor data after it (binary-data extension)."""
-    body = await request.body()
-    header = request.headers.get(BINARY_HEADER)
-    if header is None:
+    binary_at = header(scope, BINARY_HEADER)
+    if binary_at is None:
         return decode_json_body(body), b""
     try:
-        length = int(header)
+        length = int(binary_at)
     except ValueError:
-        raise ApiError(400, "malformed_json", f"{BINARY_HEADER} is not a number") from None
+        raise ApiError(400, "malformed_json", f"{BINARY_HEADER!r} is not a number") from None
     if not 0 < length <= len(body):
-        raise ApiError(400, "malformed_json", f"{BINARY_HEADER} {length} exceeds the body")
+        raise ApiError(400, "malformed_json", f"{BINARY_HEADER!r} {length} exceeds the body")
     return decode_json_body(body[:length]), body[length:]
 
 
@@ -113,6 +114,25 @@ def _features(request: InferRequest, binary: bytes = b"") -> np.ndarray:
     return values.reshape(tensor.shape)
 
 
+async def infer(scope: Scope, body: bytes) -> dict[str, Any]:
+    """POST /v2/models/{name}/infer's answer (its handler and its fast lane)."""
+    state = scope["litestar_app"].state
+    scorer = _model(state, scope["path_params"]["model_name"])
+    request, binary = _decode(scope, body)
+    scores = await state.rows.score(scorer, _features(request, binary))
+    response: dict[str, Any] = {
+        "model_name": scorer.metadata.name,
+        "model_version": scorer.version,
+        "outputs": [
+            {"name": OUTPUT_NAME, "datatype": "FP32", "shape": [len(scores)],
+             "data": scores.tolist()}
+        ],
+    }  # fmt: skip
+    if request.id is not None:
+        response["id"] = request.id
+    return response
+
+
 class InferenceController(Controller):
     path = "/v2"
     before_request = require("infer")  # type: ignore[assignment]  # a function, not a method
@@ -144,26 +164,10 @@ class InferenceController(Controller):
         scorer = _model(state, model_name)
         return Response({"name": scorer.metadata.name, "ready": True})
 
-    @post("/models/{model_name:str}/infer", operation_id="infer", name="infer", status_code=200)
-    async def infer(
-        self, model_name: FromPath[str], request: Request, state: State
-    ) -> dict[str, Any]:
+    @post(
+        "/models/{model_name:str}/infer", operation_id="infer", name="infer", status_code=200,
+        middleware=[fast_lane("infer", infer)],
+    )  # fmt: skip
+    async def infer(self, request: Request) -> dict[str, Any]:
         """Fraud probability for each row of an FP32 [n, features] tensor."""
-        scorer = _model(state, model_name)
-        body, binary = await _decode(request)
-        scores = await state.rows.score(scorer, _features(body, binary))
-        response: dict[str, Any] = {
-            "model_name": scorer.metadata.name,
-            "model_version": scorer.version,
-            "outputs": [
-                {
-                    "name": OUTPUT_NAME,
-                    "datatype": "FP32",
-                    "shape": [len(scores)],
-                    "data": scores.tolist(),
-                }
-            ],
-        }
-        if body.id is not None:
-            response["id"] = body.id
-        return response
+        return await infer(request.scope, await request.body())

@@ -7,11 +7,13 @@ from typing import TypeVar
 import msgspec
 from litestar import Controller, Request, post
 from litestar.datastructures import State
+from litestar.types import Scope
 
 from fraud_core.schema import SchemaError, Transaction, decode_json
 from fraud_core.scoring import Score
 from serving.auth import require
 from serving.errors import ApiError
+from serving.lane import fast_lane
 
 T = TypeVar("T")
 
@@ -24,12 +26,18 @@ class BatchResponse(msgspec.Struct, frozen=True):
     scores: list[Score]
 
 
-async def decode_body(request: Request, kind: type[T]) -> T:
+def decode_body(body: bytes, kind: type[T]) -> T:
     """The request body decoded and validated as `kind`; a 4xx ApiError naming the field."""
     try:
-        return decode_json(await request.body(), kind)
+        return decode_json(body, kind)
     except SchemaError as exc:
         raise ApiError.from_schema(exc) from None
+
+
+async def score_one(scope: Scope, body: bytes) -> Score:
+    """POST /v1/score's answer (its handler and its fast lane)."""
+    state = scope["litestar_app"].state
+    return (await state.scoring.score([decode_body(body, Transaction)]))[0]
 
 
 class ScoreController(Controller):
@@ -37,16 +45,18 @@ class ScoreController(Controller):
     before_request = require("score")  # type: ignore[assignment]  # a function, not a method
     tags = ["scoring"]  # noqa: RUF012 (Litestar reads it as a class attribute)
 
-    @post("/", operation_id="score", name="score", status_code=200)
-    async def score(self, request: Request, state: State) -> Score:
+    @post(
+        "/", operation_id="score", name="score", status_code=200,
+        middleware=[fast_lane("score", score_one)],
+    )  # fmt: skip
+    async def score(self, request: Request) -> Score:
         """Score one transaction: probability, decision, model version and top reasons."""
-        transaction = await decode_body(request, Transaction)
-        return (await state.scoring.score([transaction]))[0]
+        return await score_one(request.scope, await request.body())
 
     @post("/batch", operation_id="score_batch", name="score_batch", status_code=200)
     async def score_batch(self, request: Request, state: State) -> BatchResponse:
         """Score up to `max_batch_transactions` transactions in one call, in order."""
-        batch = await decode_body(request, BatchRequest)
+        batch = decode_body(await request.body(), BatchRequest)
         limit = state.settings.max_batch_transactions
         if not batch.transactions:
             raise ApiError(422, "invalid_field", "at least one transaction", "transactions")

@@ -1,9 +1,9 @@
 """Transactions to scores: score cache, online state, features, inference, cache fill.
 
 With batching on, concurrent requests go through together: one Redis round trip for the L2
-cache, one for the card and merchant states, one onnxruntime call and one pipelined cache
-write per batch instead of per request (on one core, redis-py's per-command cost was a third
-of a request's CPU). A request whose scores are all in the in-process cache is answered
+cache, one for the card and merchant states, one onnxruntime call and one cache write per
+batch instead of per request (on one core, redis-py's per-command cost was a third of a
+request's CPU). A request whose scores are all in the in-process cache is answered
 without joining a batch. A batch takes the served model once, so no response mixes versions.
 Trace spans (cache_lookup, online_state, features, inference) are the batch's, in the trace
 of the request that opened it.

@@ -105,6 +105,7 @@ def test_cache_serves_retries_never_across_model_versions(
             time.sleep(0.01)
         (key,) = raw.keys(KEY_PREFIX + "*")
         assert msgspec.msgpack.decode(raw.get(key), type=Score).score == fresh["score"]
+        assert 0 < raw.pttl(key) <= settings.cache_ttl_seconds * 1000
 
         model = onnx.load_model_from_string(trained.bundle.onnx_bytes)
         newer = msgspec.structs.replace(trained.bundle.metadata, version="2", threshold=0.9)

@@ -1,0 +1,110 @@
+"""Fast lanes for the hot POST routes (/v1/score, /v2/models/{name}/infer): a request that
+will succeed is answered in the route's own middleware, without Litestar's per-request
+machinery.
+
+On one core, Litestar's handling of a scoring request (request object, before-request hook,
+signature parsing, response object, response rendering) cost a third of its CPU: more than
+the features and the model together. A lane makes the same API-key check and calls the same
+`Answer` function as the route's handler, then encodes the result with msgspec, as Litestar
+does, and answers 200 itself.
+
+Everything else goes on to the Litestar handler, with the body handed over unread or
+replayed: no or bad key, rate limit, a body without Content-Length or over the size limit,
+a body that does not decode, no model. So every error keeps its one shape and status, and
+the handler stays the reference the lane must agree with (tests/serving compare them).
+A key admitted here is marked in the scope, so the handler's hook neither checks it again
+nor takes a second token from its rate limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from litestar.exceptions import HTTPException
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseStartEvent,
+    Receive,
+    ReceiveMessage,
+    Scope,
+    Send,
+)
+from msgspec import json
+
+from fraud_core.schema import SchemaError
+from serving.auth import ADMITTED, Access
+from serving.errors import ApiError
+
+_encode = json.Encoder().encode
+_JSON = (b"content-type", b"application/json")
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """A request header's raw value (`name` in lower case), without building a Headers."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+async def _body(receive: Receive, limit: int) -> tuple[bytes, list[ReceiveMessage]]:
+    """The whole body (at most `limit` bytes) and the messages it came in, to replay."""
+    messages: list[ReceiveMessage] = []
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break  # the client went away: the handler will see it too
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > limit or not message.get("more_body", False):
+            break
+    return b"".join(chunks), messages
+
+
+Answer = Callable[[Scope, bytes], Awaitable[Any]]
+"""A route's work from its scope and whole body to what it answers with 200; raises
+ApiError, SchemaError or HTTPException for anything else. The route's Litestar handler
+calls the same function."""
+
+
+def fast_lane(api_scope: str, answer: Answer) -> Callable[[ASGIApp], ASGIApp]:
+    """Middleware for a POST route whose API key needs `api_scope`: answers what succeeds,
+    passes the rest on to the route's handler."""
+
+    def middleware(app: ASGIApp) -> ASGIApp:
+        async def lane(scope: Scope, receive: Receive, send: Send) -> None:
+            state = scope["litestar_app"].state
+            limit: int = state.settings.max_body_bytes
+            length = header(scope, b"content-length")
+            if length is None or not length.isdigit() or int(length) > limit:
+                await app(scope, receive, send)  # chunked or too large: Litestar answers
+                return
+            body, messages = await _body(receive, limit)
+            try:
+                access: Access = state.access
+                api_key = header(scope, access.header_name)
+                access.check(api_key.decode("latin-1") if api_key is not None else None, api_scope)
+                scope[ADMITTED] = True  # type: ignore[literal-required]
+                payload = _encode(await answer(scope, body))
+            except (HTTPException, ApiError, SchemaError):
+                replay = iter(messages)
+
+                async def replayed() -> ReceiveMessage:
+                    return next(replay, None) or await receive()
+
+                await app(scope, replayed, send)
+                return
+            start: HTTPResponseStartEvent = {
+                "type": "http.response.start", "status": 200,
+                "headers": [_JSON, (b"content-length", str(len(payload)).encode())],
+            }  # fmt: skip
+            await send(start)
+            await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+        return lane
+
+    return middleware
