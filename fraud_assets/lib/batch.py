@@ -68,7 +68,7 @@ def score_days(
     scored = (
         session.read.parquet(*map(str, folders))
         .withColumn("timestamp_us", F.unix_micros("timestamp"))
-        .mapInPandas(score_partitions(bundle.onnx_bytes), SCORED_SCHEMA)
+        .mapInArrow(score_partitions(bundle.onnx_bytes), SCORED_SCHEMA)
         .withColumn("day", F.date_format("timestamp", "yyyy-MM-dd"))
         .withColumn("hour", F.hour("timestamp"))
     )
