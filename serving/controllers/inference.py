@@ -18,6 +18,7 @@ from fraud_core.scorer import Scorer
 from serving.auth import require
 from serving.errors import ApiError
 from serving.lane import fast_lane, header
+from serving.openapi import with_body
 from serving.services.scoring import served_model
 
 INPUT_NAME = "features"
@@ -166,7 +167,7 @@ class InferenceController(Controller):
 
     @post(
         "/models/{model_name:str}/infer", operation_id="infer", name="infer", status_code=200,
-        middleware=[fast_lane("infer", infer)],
+        middleware=[fast_lane("infer", infer)], operation_class=with_body(InferRequest),
     )  # fmt: skip
     async def infer(self, request: Request) -> dict[str, Any]:
         """Fraud probability for each row of an FP32 [n, features] tensor."""

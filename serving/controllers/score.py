@@ -14,6 +14,7 @@ from fraud_core.scoring import Score
 from serving.auth import require
 from serving.errors import ApiError
 from serving.lane import fast_lane
+from serving.openapi import with_body
 
 T = TypeVar("T")
 
@@ -47,13 +48,16 @@ class ScoreController(Controller):
 
     @post(
         "/", operation_id="score", name="score", status_code=200,
-        middleware=[fast_lane("score", score_one)],
+        middleware=[fast_lane("score", score_one)], operation_class=with_body(Transaction),
     )  # fmt: skip
     async def score(self, request: Request) -> Score:
         """Score one transaction: probability, decision, model version and top reasons."""
         return await score_one(request.scope, await request.body())
 
-    @post("/batch", operation_id="score_batch", name="score_batch", status_code=200)
+    @post(
+        "/batch", operation_id="score_batch", name="score_batch", status_code=200,
+        operation_class=with_body(BatchRequest),
+    )  # fmt: skip
     async def score_batch(self, request: Request, state: State) -> BatchResponse:
         """Score up to `max_batch_transactions` transactions in one call, in order."""
         batch = decode_body(await request.body(), BatchRequest)

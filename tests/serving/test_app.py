@@ -218,6 +218,24 @@ def test_a_new_publication_is_swapped_in_and_a_bad_one_refused(store, client_for
     assert client.get("/v2/health/ready").status_code == 200
 
 
+def test_the_openapi_document_describes_routes_and_request_bodies(store, client_for) -> None:  # type: ignore[no-untyped-def]
+    client = client_for()
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/docs/openapi.json").json()["paths"]
+    assert {"/v1/score", "/v1/score/batch", "/v2/models/{model_name}/infer"} <= set(paths)
+
+    def body(path: str) -> dict:  # type: ignore[type-arg]
+        request = paths[path]["post"]["requestBody"]
+        assert request["required"] is True
+        return request["content"]["application/json"]["schema"]  # type: ignore[no-any-return]
+
+    transaction = body("/v1/score")
+    assert set(transaction["required"]) >= {"transaction_id", "card_id", "amount", "timestamp"}
+    assert transaction["properties"]["amount"]["type"] == "number"
+    assert body("/v1/score/batch")["properties"]["transactions"]["items"] == transaction
+    assert "inputs" in body("/v2/models/{model_name}/infer")["properties"]
+
+
 def test_settings_come_from_the_environment() -> None:
     settings = ServingSettings.from_env(
         {"FRAUD_SERVING_PORT": "9001", "FRAUD_SERVING_REASONS": "5"}
