@@ -1,4 +1,5 @@
-"""The local model store: published bundles by version, and an atomically replaced pointer.
+"""The local model store: published bundles by version, and an atomically replaced pointer;
+and the registry alias as the other place a champion can be named.
 
     <root>/versions/<version>/model.onnx   one file per published bundle, never rewritten
     <root>/CHAMPION                         the version to serve (replaced with os.replace)
@@ -18,6 +19,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from fraud_core.bundle import BundleError, ModelBundle, read_bundle, write_bundle
 from fraud_core.scorer import Scorer
@@ -26,6 +28,10 @@ log = logging.getLogger(__name__)
 
 POINTER = "CHAMPION"
 _VERSION = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+CHAMPION_ALIAS = "champion"
+"""The MLflow registry alias of the published model."""
+BUNDLE_VERSION_TAG = "bundle_version"
+"""Tag on each registered version: the fraudscale bundle version it holds."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,67 @@ class ModelStore:
         return sorted(p.parent.name for p in folder.glob("*/model.onnx"))
 
 
+class ChampionSource(Protocol):
+    """Where a ModelHolder finds the champion: the local store's pointer or a registry alias."""
+
+    def pointer_state(self) -> PointerState: ...
+
+    def load(self, version: str, *, validate: bool = True) -> ModelBundle: ...
+
+
+def mirror_registered(
+    source: str | None, store: ModelStore, tracking_uri: str | None = None
+) -> str:
+    """Copy the bundle of a registered version (its artifact `source`) into `store`, as it is
+    (the reader validates it); returns its version."""
+    from mlflow.artifacts import download_artifacts
+
+    if not source:
+        raise ValueError("the registered version has no artifact source")
+    with tempfile.TemporaryDirectory() as folder:
+        local = download_artifacts(artifact_uri=source, dst_path=folder, tracking_uri=tracking_uri)
+        (bundle_file,) = Path(local).glob("*.onnx")
+        bundle = read_bundle(bundle_file, validate=False)
+    store.add(bundle)
+    return bundle.metadata.version
+
+
+class RegistryChampion:
+    """The champion named by an MLflow registry alias, its bundles mirrored into a local store.
+
+    Serving reads this instead of the store's own pointer when a tracking URI is configured:
+    moving the alias (publishing, or rolling back) is what swaps the served model. A bundle
+    is downloaded once, when the alias first names its version. With the registry out of
+    reach, the last champion seen stays (logged), so serving carries on.
+    """
+
+    def __init__(
+        self, tracking_uri: str, model_name: str, mirror: ModelStore, alias: str = CHAMPION_ALIAS
+    ) -> None:
+        from mlflow import MlflowClient  # only when a registry is configured
+
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.model_name, self.mirror, self.alias = model_name, mirror, alias
+        self._last = PointerState(None, 0)
+
+    def pointer_state(self) -> PointerState:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            registered = self.client.get_model_version_by_alias(self.model_name, self.alias)
+            version = registered.tags.get(BUNDLE_VERSION_TAG) or ""
+            if version not in self.mirror.versions():
+                mirror_registered(registered.source, self.mirror, self.client.tracking_uri)
+        except (MlflowException, OSError, ValueError, BundleError) as exc:
+            log.warning("registry champion of %s unavailable: %s", self.model_name, exc)
+            return self._last
+        self._last = PointerState(version, int(registered.version))
+        return self._last
+
+    def load(self, version: str, *, validate: bool = True) -> ModelBundle:
+        return self.mirror.load(version, validate=validate)
+
+
 class ModelHolder:
     """Holds the current Scorer and replaces it whole when the store's pointer moves.
 
@@ -106,7 +173,7 @@ class ModelHolder:
     one serves on.
     """
 
-    def __init__(self, store: ModelStore, *, threads: int = 1) -> None:
+    def __init__(self, store: ChampionSource, *, threads: int = 1) -> None:
         self.store = store
         self.threads = threads
         self.current: Scorer | None = None

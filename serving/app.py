@@ -16,7 +16,7 @@ from litestar.openapi import OpenAPIConfig
 from opentelemetry.sdk.trace import TracerProvider
 
 from fraud_core.features import warm_up
-from fraud_core.model_store import ModelHolder, ModelStore
+from fraud_core.model_store import ChampionSource, ModelHolder, ModelStore, RegistryChampion
 from serving.auth import Access, parse_api_keys
 from serving.batching import RowScorer
 from serving.cache import ScoreCache
@@ -40,7 +40,13 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        models = ModelHolder(ModelStore(Path(config.model_store_dir)), threads=config.onnx_threads)
+        store = ModelStore(Path(config.model_store_dir))
+        source: ChampionSource = (
+            RegistryChampion(config.mlflow_tracking_uri, config.mlflow_model_name, store)
+            if config.mlflow_tracking_uri
+            else store
+        )
+        models = ModelHolder(source, threads=config.onnx_threads)
         await asyncio.to_thread(models.refresh)
         await asyncio.to_thread(warm_up)
         app.state.models = models

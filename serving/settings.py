@@ -15,7 +15,13 @@ class ServingSettings(msgspec.Struct, frozen=True, kw_only=True):
     model_store_dir: str = "data/models"
     """The local model store the asset graph publishes to (its CHAMPION pointer is watched)."""
     model_poll_seconds: float = 1.0
-    """How often the store's pointer is checked for a new publication."""
+    """How often the store's pointer (or the registry alias) is checked for a new publication."""
+    mlflow_tracking_uri: str = ""
+    """An MLflow tracking server or store: when set, the model served is the one its registry
+    alias `champion` names (bundles mirrored into `model_store_dir`); empty: the local
+    store's CHAMPION pointer. Needs mlflow installed (the `assets` extra has it)."""
+    mlflow_model_name: str = "fraudscale-fraud"
+    """The registered model whose alias is followed."""
     max_batch_transactions: int = 1000
     """Most transactions accepted in one POST /v1/score/batch."""
     max_body_bytes: int = 1_000_000

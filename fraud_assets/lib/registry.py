@@ -16,14 +16,16 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from fraud_core.bundle import read_bundle
-from fraud_core.model_store import ModelStore
+from fraud_core.model_store import (
+    BUNDLE_VERSION_TAG,
+    CHAMPION_ALIAS,
+    ModelStore,
+    mirror_registered,
+)
 
 if TYPE_CHECKING:
     from fraud_assets.defs.resources import MlflowResource
 
-CHAMPION_ALIAS = "champion"
-BUNDLE_VERSION_TAG = "bundle_version"
 BUNDLE_ARTIFACT_DIR = "bundle"
 
 
@@ -94,9 +96,8 @@ def roll_back(client: MlflowClient, name: str, registry_version: str, store: Mod
     if not bundle_version:
         raise ValueError(f"{name} version {registry_version} has no {BUNDLE_VERSION_TAG} tag")
     if bundle_version not in store.versions():
-        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source))
-        (bundle_file,) = folder.glob("*.onnx")
-        store.add(read_bundle(bundle_file))
+        mirror_registered(version.source, store, client.tracking_uri)
+    store.load(bundle_version)  # refuses a bundle that fails validation before pointing at it
     store.point_to(bundle_version)
     client.set_registered_model_alias(name, CHAMPION_ALIAS, registry_version)
     return RegisteredChampion(registry_version, bundle_version, version.run_id or "")
