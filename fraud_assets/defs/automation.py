@@ -11,9 +11,13 @@ from fraud_assets.lib.registry import roll_back
 nightly_scoring_job = dg.define_asset_job(
     "nightly_scoring_job",
     selection=dg.AssetSelection.assets(
-        "raw_transactions", "card_features", "scored_transactions", "fraud_alerts"
+        "raw_transactions",
+        "card_features",
+        "scored_transactions",
+        "fraud_alerts",
+        "online_state",
     ),
-    description="Ingest, featurize and score one day.",
+    description="Ingest, featurize and score one day; load the online store if one is set.",
 )
 
 nightly_scoring_schedule = dg.build_schedule_from_partitioned_job(

@@ -56,6 +56,14 @@ class MlflowResource(dg.ConfigurableResource):
         return tracking_client(self)
 
 
+class OnlineStoreResource(dg.ConfigurableResource):
+    """The REST service's Redis, for deployments where the nightly run loads its states."""
+
+    redis_url: str = ""
+    """e.g. redis://127.0.0.1:6379/0; empty: online_state loads nothing (stream workers
+    keep the states current instead)."""
+
+
 def _env(name: str, default: str) -> str:
     return os.environ.get(f"FRAUD_ASSETS_{name}", default)
 
@@ -92,4 +100,5 @@ def get_resources() -> dict[str, Any]:
             local_dir=_env("MLFLOW_DIR", f"{data}/mlflow"),
         ),
         "spark": LazyPySparkResource(spark_config=spark_config()),
+        "online_store": OnlineStoreResource(redis_url=_env("ONLINE_REDIS_URL", "")),
     }

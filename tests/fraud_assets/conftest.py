@@ -11,7 +11,12 @@ import dagster as dg
 import pytest
 from dagster_pyspark import LazyPySparkResource
 
-from fraud_assets.defs.resources import MlflowResource, StorageResource, spark_config
+from fraud_assets.defs.resources import (
+    MlflowResource,
+    OnlineStoreResource,
+    StorageResource,
+    spark_config,
+)
 from fraud_assets.lib.runs import materialize_graph
 from tests.conftest import SMALL_WORLD
 
@@ -35,8 +40,9 @@ def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.DagsterIns
 
 
 def make_resources(
-    root: Path, landing: Path, spark: LazyPySparkResource, models: Path | None = None
-) -> dict[str, Any]:
+    root: Path, landing: Path, spark: LazyPySparkResource, models: Path | None = None,
+    redis_url: str = "",
+) -> dict[str, Any]:  # fmt: skip
     return {
         "storage": StorageResource(
             landing_dir=str(landing),
@@ -45,6 +51,7 @@ def make_resources(
         ),
         "mlflow_tracking": MlflowResource(local_dir=str(root / "mlflow")),
         "spark": spark,
+        "online_store": OnlineStoreResource(redis_url=redis_url),
     }
 
 

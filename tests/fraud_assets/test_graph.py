@@ -41,6 +41,11 @@ def platform(tmp_path_factory, landing, instance, spark_resource) -> dict[str, A
     return {"root": root, "resources": resources, "training": training}
 
 
+def materialization_metadata(result: Any, node: str) -> dict[str, Any]:
+    (event,) = result.asset_materializations_for_node(node)
+    return {key: value.value for key, value in event.metadata.items()}
+
+
 def table(platform: dict[str, Any], name: str, days: list) -> pa.Table:  # type: ignore[type-arg]
     return read_days(platform["resources"]["storage"].table(name), days)
 
@@ -177,3 +182,28 @@ def test_sensor_waits_for_new_labelled_days_then_asks_for_retraining(platform, i
     result = new_labelled_days_sensor(dg.build_sensor_context(instance=instance))
     assert not result.run_requests
     assert "0 new labelled days" in (result.skip_reason.skip_message or "")
+
+
+def test_online_state_loads_end_of_day_states_into_redis(
+    platform, history, instance, redis_server
+) -> None:  # type: ignore[no-untyped-def]
+    import redis
+
+    from fraud_assets.defs.resources import OnlineStoreResource
+    from fraud_core.state import card_key, decode_card_state, decode_merchant_state, merchant_key
+
+    resources = dict(platform["resources"])
+    unset = run_range(instance, resources, ["online_state"], DAYS[-1], DAYS[-1])
+    assert materialization_metadata(unset, "online_state")["loaded"] is False
+    resources["online_store"] = OnlineStoreResource(redis_url=redis_server.url)
+    loaded = run_range(instance, resources, ["online_state"], DAYS[-1], DAYS[-1])
+    cards: dict = {}  # type: ignore[type-arg]
+    merchants: dict = {}  # type: ignore[type-arg]
+    replay(history, cards, merchants)  # the history ends with the last day
+    metadata = materialization_metadata(loaded, "online_state")
+    assert (metadata["cards"], metadata["merchants"]) == (len(cards), len(merchants))
+    client = redis.Redis.from_url(redis_server.url)
+    for card in sorted(cards)[:50]:
+        assert decode_card_state(client.get(card_key(card))) == cards[card]
+    for merchant in sorted(merchants)[:20]:
+        assert decode_merchant_state(client.get(merchant_key(merchant))) == merchants[merchant]

@@ -1,0 +1,50 @@
+"""online_state: card and merchant states for the REST service, loaded into its Redis nightly.
+
+For deployments without stream workers (which keep these states current as events arrive):
+the state as of the end of the day replaces what Redis holds for those cards and merchants.
+With stream workers running, leave FRAUD_ASSETS_ONLINE_REDIS_URL unset: a nightly load would
+put back states older than theirs.
+"""
+
+import datetime as dt
+
+import dagster as dg
+
+from fraud_assets.defs.partitions import daily, look_back, partition_days, single_run
+from fraud_assets.defs.resources import OnlineStoreResource, StorageResource
+from fraud_assets.lib.warehouse import days_between, existing_day_folders, read_days
+from fraud_core.features import LABEL_LOOKBACK_DAYS
+
+
+@dg.asset(
+    partitions_def=daily,
+    deps=[dg.AssetDep("raw_transactions", partition_mapping=look_back)],
+    backfill_policy=single_run,  # a range of days is one run, which loads the newest day's
+    group_name="serving",
+    kinds={"redis"},
+)
+def online_state(
+    context: dg.AssetExecutionContext, storage: StorageResource, online_store: OnlineStoreResource
+) -> dg.MaterializeResult:
+    """Every card's and merchant's state at the end of the day, written to the online store."""
+    if not online_store.redis_url:
+        return dg.MaterializeResult(
+            metadata={"loaded": False, "reason": "no online store configured"}
+        )
+    from serving.online_loader import load_online_state
+
+    day = partition_days(context)[-1]  # the newest day's state is the one that counts
+    raw = storage.table("raw_transactions")
+    first = day - dt.timedelta(days=LABEL_LOOKBACK_DAYS)
+    days = [d for d in days_between(first, day + dt.timedelta(days=1))
+            if existing_day_folders(raw, [d])]  # fmt: skip
+    if day not in days:
+        raise dg.Failure(description=f"raw_transactions missing for {day}: materialize it")
+    history = read_days(raw, days).sort_by("timestamp")
+    cards, merchants = load_online_state(history, online_store.redis_url)
+    return dg.MaterializeResult(
+        metadata={
+            "loaded": True, "cards": cards, "merchants": merchants,
+            "history_days": len(days), "history_rows": history.num_rows,
+        }
+    )  # fmt: skip
