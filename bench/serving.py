@@ -8,6 +8,7 @@ bundle for us and FastAPI, the native booster file for MLServer's LightGBM runti
   from Redis (one MGET, states loaded from 12 days of history), the fraud_core features,
   cache lookup (a miss: every request has its own transaction_id), micro-batched inference.
 - fraudscale /v1/score, cache hit: the same transaction again (a client's retry).
+- fraudscale /v1/score, full path with micro-batching switched off: what batching gains.
 - fraudscale /v2/models/{name}/infer: an FP32 [1, 27] tensor (Open Inference Protocol).
 - FastAPI + pydantic /score: validation, stateless features, inference; no state, no cache.
 - MLServer 1.7.1 + mlserver-lightgbm, V2 infer of the same tensor, default settings and
@@ -48,6 +49,7 @@ from serving.online_loader import load_online_state
 
 console = Console()
 PROJECT = Path(__file__).resolve().parent.parent
+UNBATCHED = "fraudscale, batching off"
 MLSERVER_PINS = ["mlserver==1.7.1", "mlserver-lightgbm==1.7.1", "uvloop==0.21.0"]
 
 
@@ -218,6 +220,11 @@ def main() -> None:
             measure("fraudscale (Litestar)", base, "/v1/score full path", "distinct")
             measure("fraudscale (Litestar)", base, "/v1/score cache hit", "same")
             measure("fraudscale (Litestar)", base, "V2 infer", "v2")
+        # What micro-batching gains: the same server with it switched off.
+        unbatched = {**env, "FRAUD_SERVING_BATCHING_ENABLED": "false"}
+        with pinned([sys.executable, "-m", "serving.app"], unbatched, base + "/v2/health/ready",
+                    run / "fraudscale-unbatched.log"):  # fmt: skip
+            measure(UNBATCHED, base, "/v1/score full path", "distinct")
     finally:
         redis.kill()
 
@@ -253,7 +260,10 @@ def main() -> None:
     def best(server: str, path: str) -> float:
         return max(p.rps for p in points if p.server.startswith(server) and p.path == path)
 
-    full = best("fraudscale", "/v1/score full path")
+    def best_of(server: str, path: str) -> float:
+        return max(p.rps for p in points if p.server == server and p.path == path)
+
+    full = best_of("fraudscale (Litestar)", "/v1/score full path")
     ratios = {
         "full path vs MLServer best (V2)": full / best("MLServer", "V2 infer"),
         "full path vs bare FastAPI": full / best("FastAPI", "/score"),
@@ -261,8 +271,13 @@ def main() -> None:
         / best("FastAPI", "/score"),
         "V2 infer vs MLServer best V2": best("fraudscale", "V2 infer")
         / best("MLServer", "V2 infer"),
+        "full path, micro-batching on vs off": full / best_of(UNBATCHED, "/v1/score full path"),
     }
-    p99_c16 = [p.p99_ms for p in points if p.path == "/v1/score full path" and p.concurrency == 16]
+    p99_c16 = [
+        p.p99_ms for p in points
+        if p.server == "fraudscale (Litestar)" and p.path == "/v1/score full path"
+        and p.concurrency == 16
+    ]  # fmt: skip
     for key, value in ratios.items():
         console.print(f"{key}: {value:.2f}x")
     console.print(f"full path p99 at c16: {p99_c16[0] if p99_c16 else float('nan'):.2f} ms")
