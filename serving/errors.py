@@ -7,13 +7,15 @@ Under /v2/models the Open Inference Protocol fixes `error` as a string, so there
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
-from fraud_core.schema import SchemaError
+from fraud_core.schema import SchemaError, decode_json
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,14 @@ class ApiError(Exception):
         if exc.malformed:
             return cls(400, "malformed_json", exc.reason)
         return cls(422, "invalid_field", exc.reason, exc.field)
+
+
+def decode_body(body: bytes, kind: type[T]) -> T:
+    """A request body decoded and validated as `kind`; a 4xx ApiError naming the field."""
+    try:
+        return decode_json(body, kind)
+    except SchemaError as exc:
+        raise ApiError.from_schema(exc) from None
 
 
 class ProtocolError(msgspec.Struct, frozen=True):

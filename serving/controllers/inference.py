@@ -13,10 +13,9 @@ from litestar.params import FromPath
 from litestar.types import Scope
 
 from fraud_core.features import FEATURE_NAMES, N_FEATURES
-from fraud_core.schema import SchemaError, decode_json
 from fraud_core.scorer import Scorer
 from serving.auth import require
-from serving.errors import ApiError
+from serving.errors import ApiError, decode_body
 from serving.lane import fast_lane, header
 from serving.openapi import with_body
 from serving.services.scoring import served_model
@@ -40,13 +39,6 @@ class InferRequest(msgspec.Struct, frozen=True):
     parameters: dict[str, Any] = {}
 
 
-def decode_json_body(data: bytes) -> InferRequest:
-    try:
-        return decode_json(data, InferRequest)
-    except SchemaError as exc:
-        raise ApiError.from_schema(exc) from None
-
-
 def _model(state: State, name: str) -> Scorer:
     scorer = served_model(state.models)
     if name != scorer.metadata.name:
@@ -66,14 +58,14 @@ def _decode(scope: Scope, body: bytes) -> tuple[InferRequest, bytes]:
     """The JSON request, and the binary tensor data after it (binary-data extension)."""
     binary_at = header(scope, BINARY_HEADER)
     if binary_at is None:
-        return decode_json_body(body), b""
+        return decode_body(body, InferRequest), b""
     try:
         length = int(binary_at)
     except ValueError:
         raise ApiError(400, "malformed_json", f"{BINARY_HEADER!r} is not a number") from None
     if not 0 < length <= len(body):
         raise ApiError(400, "malformed_json", f"{BINARY_HEADER!r} {length} exceeds the body")
-    return decode_json_body(body[:length]), body[length:]
+    return decode_body(body[:length], InferRequest), body[length:]
 
 
 def _features(request: InferRequest, binary: bytes = b"") -> np.ndarray:

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 import msgspec
 from litestar import Controller, Request, post
 from litestar.datastructures import State
 from litestar.types import Scope
 
-from fraud_core.schema import SchemaError, Transaction, decode_json
+from fraud_core.schema import Transaction
 from fraud_core.scoring import Score
 from serving.auth import require
-from serving.errors import ApiError
+from serving.errors import ApiError, decode_body
 from serving.lane import fast_lane
 from serving.openapi import with_body
-
-T = TypeVar("T")
 
 
 class BatchRequest(msgspec.Struct, frozen=True):
@@ -25,14 +21,6 @@ class BatchRequest(msgspec.Struct, frozen=True):
 
 class BatchResponse(msgspec.Struct, frozen=True):
     scores: list[Score]
-
-
-def decode_body(body: bytes, kind: type[T]) -> T:
-    """The request body decoded and validated as `kind`; a 4xx ApiError naming the field."""
-    try:
-        return decode_json(body, kind)
-    except SchemaError as exc:
-        raise ApiError.from_schema(exc) from None
 
 
 async def score_one(scope: Scope, body: bytes) -> Score:
