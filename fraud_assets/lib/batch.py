@@ -34,7 +34,8 @@ def day_start_us(day: dt.date) -> int:
     return to_micros(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC))
 
 
-def _lookback_days(first: dt.date, end: dt.date, days_before: int) -> list[dt.date]:
+def lookback_days(first: dt.date, end: dt.date, days_before: int) -> list[dt.date]:
+    """The days [first, end) and the `days_before` days before them."""
     return days_between(first - dt.timedelta(days=days_before), end)
 
 
@@ -47,8 +48,8 @@ def featurize_days(
     them). Returns the days written and how many history days each side read.
     """
     first, end = days[0], days[-1] + dt.timedelta(days=1)
-    card_days = existing_day_folders(raw, _lookback_days(first, end, CARD_LOOKBACK_DAYS))
-    label_days = existing_day_folders(raw, _lookback_days(first, end, LABEL_LOOKBACK_DAYS))
+    card_days = existing_day_folders(raw, lookback_days(first, end, CARD_LOOKBACK_DAYS))
+    label_days = existing_day_folders(raw, lookback_days(first, end, LABEL_LOOKBACK_DAYS))
     read = session.read.schema(RAW_SCHEMA).parquet
     history = read(*map(str, card_days))
     labels = read(*map(str, label_days)).where(F.col("is_fraud").isNotNull())

@@ -12,7 +12,8 @@ import dagster as dg
 
 from fraud_assets.defs.partitions import daily, look_back, partition_days, single_run
 from fraud_assets.defs.resources import OnlineStoreResource, StorageResource
-from fraud_assets.lib.warehouse import days_between, existing_day_folders, read_days
+from fraud_assets.lib.batch import lookback_days
+from fraud_assets.lib.warehouse import existing_day_folders, read_days
 from fraud_core.features import LABEL_LOOKBACK_DAYS
 
 
@@ -35,16 +36,15 @@ def online_state(
 
     day = partition_days(context)[-1]  # the newest day's state is the one that counts
     raw = storage.table("raw_transactions")
-    first = day - dt.timedelta(days=LABEL_LOOKBACK_DAYS)
-    days = [d for d in days_between(first, day + dt.timedelta(days=1))
-            if existing_day_folders(raw, [d])]  # fmt: skip
-    if day not in days:
+    if not existing_day_folders(raw, [day]):
         raise dg.Failure(description=f"raw_transactions missing for {day}: materialize it")
-    history = read_days(raw, days).sort_by("timestamp")
+    days = lookback_days(day, day + dt.timedelta(days=1), LABEL_LOOKBACK_DAYS)
+    history = read_days(raw, days).sort_by("timestamp")  # the days that exist
     cards, merchants = load_online_state(history, online_store.redis_url)
     return dg.MaterializeResult(
         metadata={
             "loaded": True, "cards": cards, "merchants": merchants,
-            "history_days": len(days), "history_rows": history.num_rows,
+            "history_days": len(existing_day_folders(raw, days)),
+            "history_rows": history.num_rows,
         }
     )  # fmt: skip
