@@ -9,7 +9,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fraud_assets.lib.spark_features import stateful_features
+from fraud_assets.lib.spark_features import stateful_features, with_ts_us
 from fraud_assets.lib.spark_scoring import SCORED_SCHEMA, score_partitions
 from fraud_assets.lib.warehouse import (
     days_between,
@@ -18,8 +18,7 @@ from fraud_assets.lib.warehouse import (
     swap_in_days,
 )
 from fraud_core.bundle import ModelBundle
-from fraud_core.features import CARD_LOOKBACK_DAYS, LABEL_LOOKBACK_DAYS
-from fraud_core.schema import LABELLED_SCHEMA, to_micros
+from fraud_core.schema import LABELLED_SCHEMA, from_micros, to_micros
 
 _SPARK_TYPES = {
     "string": "string",
@@ -39,24 +38,47 @@ def lookback_days(first: dt.date, end: dt.date, days_before: int) -> list[dt.dat
     return days_between(first - dt.timedelta(days=days_before), end)
 
 
+class DayHistory:
+    """Raw transactions by timestamp interval, read from the day folders that hold it.
+
+    A `History` for `stateful_features`: each interval reads only the days it overlaps (days
+    that do not exist contribute nothing), and `folders_read` collects the day folders read.
+    """
+
+    def __init__(self, session: SparkSession, raw: Path) -> None:
+        self._session, self._raw = session, raw
+        self.folders_read: set[Path] = set()
+
+    def __call__(self, lo_us: int, hi_us: int) -> DataFrame:
+        last = from_micros(hi_us - 1).date()
+        overlapped = days_between(from_micros(lo_us).date(), last + dt.timedelta(days=1))
+        folders = existing_day_folders(self._raw, overlapped)
+        self.folders_read.update(folders)
+        frame = (
+            self._session.read.schema(RAW_SCHEMA).parquet(*map(str, folders))
+            if folders
+            else self._session.createDataFrame([], RAW_SCHEMA)
+        )
+        # On the timestamp column itself, so Parquet skips row groups outside the interval.
+        ts = F.col("timestamp")
+        inside = (ts >= F.timestamp_micros(F.lit(lo_us))) & (ts < F.timestamp_micros(F.lit(hi_us)))
+        return with_ts_us(frame.where(inside))
+
+
 def featurize_days(
     session: SparkSession, raw: Path, days: list[dt.date], out: Path
 ) -> tuple[list[dt.date], dict[str, int]]:
     """Compute every stateful feature of `days` from raw history and replace those days in `out`.
 
-    Reads the card look-back and the label look-back before the first day (what exists of
-    them). Returns the days written and how many history days each side read.
+    Reads what exists of the card and label look-back before the first day. Returns the days
+    written and how many days of raw history were read.
     """
     first, end = days[0], days[-1] + dt.timedelta(days=1)
-    card_days = existing_day_folders(raw, lookback_days(first, end, CARD_LOOKBACK_DAYS))
-    label_days = existing_day_folders(raw, lookback_days(first, end, LABEL_LOOKBACK_DAYS))
-    read = session.read.schema(RAW_SCHEMA).parquet
-    history = read(*map(str, card_days))
-    labels = read(*map(str, label_days)).where(F.col("is_fraud").isNotNull())
-    features = stateful_features(history, labels, day_start_us(first), day_start_us(end))
+    history = DayHistory(session, raw)
+    features = stateful_features(history, day_start_us(first), day_start_us(end))
     frame = features.withColumn("day", F.date_format("timestamp", "yyyy-MM-dd"))
     written = _write_by(frame, out, ["day"])
-    return written, {"card_history_days": len(card_days), "label_history_days": len(label_days)}
+    return written, {"history_days_read": len(history.folders_read)}
 
 
 def score_days(

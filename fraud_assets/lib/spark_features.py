@@ -8,6 +8,9 @@ the reference implementation in `fraud_core.state`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeAlias
+
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.window import WindowSpec as WindowSpec_
@@ -21,6 +24,9 @@ from fraud_core.features import (
     WindowSpec,
 )
 from fraud_core.schema import MICROS_PER_SECOND
+
+_ROWS = "_rows"
+"""How many transactions a history row stands for: 1, or a summary row's group size."""
 
 
 def _frame(window_us: int) -> WindowSpec_:
@@ -39,7 +45,7 @@ _NEEDS = {
 def _base_columns(window_us: int) -> dict[str, Column]:
     frame = _frame(window_us)
     columns = {
-        f"_count_{window_us}": F.count(F.lit(1)).over(frame),
+        f"_count_{window_us}": F.sum(_ROWS).over(frame),
         f"_sum_{window_us}": F.sum("amount").over(frame),
     }
     for spec in CARD_WINDOWS:
@@ -73,19 +79,93 @@ def _card_expression(spec: WindowSpec) -> Column:
     return F.when(count > 0, value).otherwise(F.lit(spec.default)).cast("double")
 
 
+History: TypeAlias = Callable[[int, int], DataFrame]
+"""Raw transactions (with `is_fraud` and `ts_us`) whose ts_us is in [lo, hi): the caller maps an
+interval to the files that hold it, so each part of the computation reads only its own days."""
+
+
 def with_ts_us(df: DataFrame) -> DataFrame:
     return df.withColumn("ts_us", F.unix_micros("timestamp"))
 
 
-def card_window_features(history: DataFrame) -> DataFrame:
-    """`history` (transactions with ts_us) plus one column per card window spec."""
+_SUMMARISABLE = {
+    "count", "amount_sum", "amount_mean", "seconds_since_prev", "amount_to_mean", "new_country"
+}  # fmt: skip
+"""Aggregates that a (card, country) summary row answers exactly: counts and sums add up, the
+latest timestamp is the group's, and the set of countries is the set of groups."""
+
+_CARD_WINDOW_US = sorted({spec.window_us for spec in CARD_WINDOWS})
+
+
+def summary_interval(start_us: int, end_us: int) -> tuple[int, int]:
+    """[lo, hi): the history that every target's longest card frame holds whole and no shorter
+    frame touches, for targets with ts in [start_us, end_us). Empty (lo >= hi) when the
+    targets span too long, or when a longest-window spec needs the rows themselves."""
+    longest = _CARD_WINDOW_US[-1]
+    shorter = _CARD_WINDOW_US[-2] if len(_CARD_WINDOW_US) > 1 else 0
+    if any(s.aggregate not in _SUMMARISABLE for s in CARD_WINDOWS if s.window_us == longest):
+        return 0, 0
+    # A frame of t holds ts in [t - w, t): lo >= t - longest for every t < end_us, and
+    # hi <= t - shorter for every t >= start_us.
+    return end_us - longest, start_us - shorter
+
+
+def _rows(history: DataFrame) -> DataFrame:
+    return history.withColumn(_ROWS, F.lit(1).cast("long"))
+
+
+_FRAME_INPUTS = ("card_id", "ts_us", "amount", "merchant_id", "country", _ROWS)
+"""The columns card frames aggregate: all that earlier transactions need to carry."""
+
+
+def card_history(history: History, start_us: int, end_us: int) -> DataFrame:
+    """What the card frames of targets in [start_us, end_us) read: the targets with every
+    column, and the longest window before start_us with only `_FRAME_INPUTS`, where the part
+    in `summary_interval` is collapsed to one row per (card, country).
+
+    A summary row carries the group's row count, amount sum and latest ts_us (other columns
+    null), so the longest frames aggregate the same values from far fewer rows: for one
+    target day, 3 days of transactions plus the summaries are sorted instead of 8 days.
+    """
+    first = start_us - _CARD_WINDOW_US[-1]
+    lo, hi = summary_interval(start_us, end_us)
+    if lo < hi:
+        earlier = _rows(history(first, lo)).unionByName(_rows(history(hi, start_us)))
+        summaries = (
+            history(lo, hi)
+            .groupBy("card_id", "country")
+            .agg(
+                F.count(F.lit(1)).alias(_ROWS),
+                F.sum("amount").alias("amount"),
+                F.max("ts_us").alias("ts_us"),
+            )
+        )
+        earlier = earlier.select(*_FRAME_INPUTS).unionByName(summaries, allowMissingColumns=True)
+    else:
+        earlier = _rows(history(first, start_us)).select(*_FRAME_INPUTS)
+    return _rows(history(start_us, end_us)).unionByName(earlier, allowMissingColumns=True)
+
+
+def card_window_features(history: History, start_us: int, end_us: int) -> DataFrame:
+    """The transactions in [start_us, end_us), plus one column per card window spec."""
     base: dict[str, Column] = {}
-    for window_us in sorted({spec.window_us for spec in CARD_WINDOWS}):
+    for window_us in _CARD_WINDOW_US:
         base |= _base_columns(window_us)
-    staged = history.select("*", *(column.alias(name) for name, column in base.items()))
-    return staged.select(
-        *history.columns, *(_card_expression(spec).alias(spec.name) for spec in CARD_WINDOWS)
+    rows = card_history(history, start_us, end_us)
+    staged = rows.select("*", *(column.alias(name) for name, column in base.items()))
+    targets = staged.where((F.col("ts_us") >= start_us) & (F.col("ts_us") < end_us))
+    return targets.select(
+        *(c for c in rows.columns if c != _ROWS),
+        *(_card_expression(spec).alias(spec.name) for spec in CARD_WINDOWS),
     )
+
+
+def label_interval(start_us: int, end_us: int) -> tuple[int, int]:
+    """[lo, hi): the transactions whose labels the merchant frames of targets in
+    [start_us, end_us) can count (a label is known LABEL_DELAY_US after its transaction)."""
+    start_hour = start_us // HOUR_US
+    longest = max(spec.window_hours for spec in MERCHANT_WINDOWS)
+    return (start_hour - longest) * HOUR_US - LABEL_DELAY_US, end_us - LABEL_DELAY_US
 
 
 def hourly_labels(labelled: DataFrame) -> DataFrame:
@@ -95,30 +175,46 @@ def hourly_labels(labelled: DataFrame) -> DataFrame:
     transaction, as in `fraud_core.state.replay`.
     """
     hour = F.floor((F.col("ts_us") + LABEL_DELAY_US) / HOUR_US).cast("long")
-    return labelled.groupBy("merchant_id", hour.alias("hour")).agg(
-        F.count(F.lit(1)).alias("labelled"), F.sum(F.col("is_fraud").cast("long")).alias("fraud")
+    return (
+        labelled.where(F.col("is_fraud").isNotNull())
+        .groupBy("merchant_id", hour.alias("hour"))
+        .agg(
+            F.count(F.lit(1)).alias("labelled"),
+            F.sum(F.col("is_fraud").cast("long")).alias("fraud"),
+        )
     )
 
 
-def merchant_risk_features(targets: DataFrame, labels: DataFrame) -> DataFrame:
-    """`targets` plus one column per merchant window spec, from `hourly_labels` rows.
+def _hour(ts_us: Column) -> Column:
+    return F.floor(ts_us / HOUR_US).cast("long")
 
-    Each distinct (merchant, hour) of the targets becomes a query row in the merchant's
-    hour-ordered label rows, so one range frame per spec sums the buckets before that hour.
+
+def merchant_risk(transactions: DataFrame, labels: DataFrame) -> DataFrame:
+    """(merchant_id, hour, one column per merchant window spec) for each merchant and hour of
+    `transactions`, from `hourly_labels` rows.
+
+    Each distinct (merchant, hour) becomes a query row in the merchant's hour-ordered label
+    rows. A frame's sum over hours [q - w, q) is the running sum before q minus the running
+    sum before q - w: running sums are growing frames, which Spark keeps incrementally, where
+    a sliding frame would re-add up to w hourly buckets for every row.
     """
-    target_hour = F.floor(F.col("ts_us") / HOUR_US).cast("long")
-    queries = targets.select("merchant_id", target_hour.alias("hour")).distinct()
+    queries = transactions.select("merchant_id", _hour(F.col("ts_us")).alias("hour")).distinct()
     rows = queries.select(
         "merchant_id", "hour", F.lit(0).cast("long").alias("labelled"),
         F.lit(0).cast("long").alias("fraud"), F.lit(True).alias("is_query"),
     ).unionByName(labels.withColumn("is_query", F.lit(False)))  # fmt: skip
+    by_hour = Window.partitionBy("merchant_id").orderBy("hour")
+
+    def before(column: str, hours: int) -> Column:
+        """Sum of `column` over the hours before `hour - hours`."""
+        frame = by_hour.rangeBetween(Window.unboundedPreceding, -hours - 1)
+        return F.coalesce(F.sum(column).over(frame), F.lit(0))
+
     columns = []
     for spec in MERCHANT_WINDOWS:
-        frame = (
-            Window.partitionBy("merchant_id").orderBy("hour").rangeBetween(-spec.window_hours, -1)
-        )
-        labelled = F.coalesce(F.sum("labelled").over(frame), F.lit(0))
-        fraud = F.coalesce(F.sum("fraud").over(frame), F.lit(0))
+        w = spec.window_hours
+        labelled = before("labelled", 0) - before("labelled", w)
+        fraud = before("fraud", 0) - before("fraud", w)
         if spec.aggregate == "label_count":
             value = labelled.cast("double")
         elif spec.aggregate == "fraud_rate":
@@ -126,30 +222,24 @@ def merchant_risk_features(targets: DataFrame, labels: DataFrame) -> DataFrame:
         else:
             raise ValueError(f"{spec.name}: {spec.aggregate!r} is not a merchant aggregate")
         columns.append(value.cast("double").alias(spec.name))
-    risk = (
+    return (
         rows.select("merchant_id", "hour", "is_query", *columns).where("is_query").drop("is_query")
+    )
+
+
+def stateful_features(history: History, start_us: int, end_us: int) -> DataFrame:
+    """Every stateful feature for the transactions with ts in [start_us, end_us)."""
+    targets = card_window_features(history, start_us, end_us)
+    risk = merchant_risk(
+        history(start_us, end_us), hourly_labels(history(*label_interval(start_us, end_us)))
     )
     # One risk row per merchant and hour of the targets: small, so it is broadcast and the
     # target rows are not shuffled for the join.
-    return (
-        targets.withColumn("hour", target_hour)
+    features = (
+        targets.withColumn("hour", _hour(F.col("ts_us")))
         .join(F.broadcast(risk), ["merchant_id", "hour"], "left")
         .drop("hour")
     )
-
-
-def stateful_features(
-    card_history: DataFrame, label_history: DataFrame, start_us: int, end_us: int
-) -> DataFrame:
-    """Every stateful feature for the transactions with ts in [start_us, end_us).
-
-    `card_history` must reach back the longest card window before `start_us`, and
-    `label_history` (labelled transactions) the longest merchant window plus the label delay.
-    """
-    cards = card_window_features(with_ts_us(card_history))
-    targets = cards.where((F.col("ts_us") >= start_us) & (F.col("ts_us") < end_us))
-    labels = hourly_labels(with_ts_us(label_history))
-    features = merchant_risk_features(targets, labels)
     missing = [name for name in STATEFUL_FEATURES if name not in features.columns]
     if missing:
         raise RuntimeError(f"Spark path lacks features {missing}")

@@ -50,15 +50,38 @@ def table(platform: dict[str, Any], name: str, days: list) -> pa.Table:  # type:
     return read_days(platform["resources"]["storage"].table(name), days)
 
 
-def test_spark_features_equal_the_reference_implementation(platform, history) -> None:  # type: ignore[no-untyped-def]
-    spark = table(platform, "card_features", DAYS).sort_by("transaction_id")
+def assert_features_equal_the_reference(features: pa.Table, history: pa.Table) -> None:
+    """Each row's stateful features equal `fraud_core.state.replay` over the whole history."""
     reference = replay(history)
-    order = pc.sort_indices(history.column("transaction_id"))
-    assert spark.column("transaction_id").equals(pc.take(history.column("transaction_id"), order))
+    index = {t: i for i, t in enumerate(history.column("transaction_id").to_pylist())}
+    rows = np.array([index[t] for t in features.column("transaction_id").to_pylist()])
     for name in STATEFUL_FEATURES:
-        expected = np.asarray(reference[name])[order.to_numpy()].astype(np.float32)
-        got = spark.column(name).to_numpy().astype(np.float32)
+        expected = np.asarray(reference[name])[rows].astype(np.float32)
+        got = features.column(name).to_numpy().astype(np.float32)
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_spark_features_equal_the_reference_implementation(platform, history) -> None:  # type: ignore[no-untyped-def]
+    spark = table(platform, "card_features", DAYS)
+    assert sorted(spark.column("transaction_id").to_pylist()) == sorted(
+        history.column("transaction_id").to_pylist()
+    )
+    assert_features_equal_the_reference(spark, history)
+
+
+def test_a_nightly_day_alone_equals_the_reference_implementation(
+    platform, instance, history
+) -> None:  # type: ignore[no-untyped-def]
+    """One day on its own (the nightly run) reads its older look-back days as per-card
+    summaries and the rest as rows; the backfill above featurized every day in one pass."""
+    day = DAYS[-1]
+    day_of = pc.strftime(history.column("timestamp"), "%Y-%m-%d")
+    expected_rows = pc.sum(pc.equal(day_of, day.isoformat())).as_py()
+    result = run_range(instance, platform["resources"], ["card_features"], day, day)
+    assert materialization_metadata(result, "card_features")["rows"] == expected_rows
+    features = table(platform, "card_features", [day])
+    assert features.num_rows == expected_rows
+    assert_features_equal_the_reference(features, history)
 
 
 def test_every_ingested_row_is_kept_or_quarantined(platform, history) -> None:  # type: ignore[no-untyped-def]
