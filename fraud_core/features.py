@@ -157,6 +157,9 @@ FEATURE_NAMES = STATELESS_FEATURES + STATEFUL_FEATURES
 
 N_FEATURES = len(FEATURE_NAMES)
 
+MODEL_INPUT_COLUMNS = ("amount", "timestamp_us", *VOCABULARIES, *STATEFUL_FEATURES)
+"""The columns `feature_matrix` reads: raw ones for the stateless features, then the stateful."""
+
 
 def _version() -> str:
     definition = {

@@ -18,6 +18,9 @@ nightly_scoring_job = dg.define_asset_job(
         "online_state",
     ),
     description="Ingest, featurize and score one day; load the online store if one is set.",
+    # One process for the whole run, so its Spark steps share one session: a step process
+    # each (Dagster's default) would start a JVM and Python workers for each Spark step.
+    executor_def=dg.in_process_executor,
 )
 
 nightly_scoring_schedule = dg.build_schedule_from_partitioned_job(

@@ -10,7 +10,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fraud_assets.lib.spark_features import stateful_features, with_ts_us
-from fraud_assets.lib.spark_scoring import SCORED_SCHEMA, score_partitions
+from fraud_assets.lib.spark_scoring import scored
 from fraud_assets.lib.warehouse import (
     days_between,
     existing_day_folders,
@@ -88,14 +88,12 @@ def score_days(
     folders = existing_day_folders(features, days)
     if len(folders) != len(days):
         raise FileNotFoundError(f"features missing for some of {days} under {features}")
-    scored = (
-        session.read.parquet(*map(str, folders))
-        .withColumn("timestamp_us", F.unix_micros("timestamp"))
-        .mapInArrow(score_partitions(bundle.onnx_bytes), SCORED_SCHEMA)
+    frame = (
+        scored(session.read.parquet(*map(str, folders)), bundle.onnx_bytes)
         .withColumn("day", F.date_format("timestamp", "yyyy-MM-dd"))
         .withColumn("hour", F.hour("timestamp"))
     )
-    return _write_by(scored, out, ["day", "hour"])
+    return _write_by(frame, out, ["day", "hour"])
 
 
 def _write_by(frame: DataFrame, out: Path, columns: list[str]) -> list[dt.date]:
