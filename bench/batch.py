@@ -189,7 +189,7 @@ def run_duckdb(
 
 
 def run_spark(
-    raw: Path, day: dt.date, bundle: ModelBundle, work: Path, master: str
+    raw: Path, day: dt.date, bundle: ModelBundle, work: Path, master: str, event_log: Path | None
 ) -> tuple[int, float]:
     from pyspark.sql import SparkSession
 
@@ -199,7 +199,16 @@ def run_spark(
 
     start = time.perf_counter()
     builder = SparkSession.builder
-    for key, value in {**spark_config(), "spark.master": master}.items():
+    config = {**spark_config(), "spark.master": master}
+    if event_log is not None:  # for bench.spark_stages
+        event_log.mkdir(parents=True, exist_ok=True)
+        config |= {
+            "spark.eventLog.enabled": "true",
+            "spark.eventLog.dir": str(event_log.resolve()),
+            "spark.eventLog.compress": "false",
+            "spark.eventLog.rolling.enabled": "false",
+        }
+    for key, value in config.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
@@ -224,6 +233,9 @@ def main() -> None:
     parser.add_argument("--lookback-days", type=int, default=7)
     parser.add_argument("--workdir", type=Path, default=Path("data/bench/batch"))
     parser.add_argument("--spark-master", default="local[2]")
+    parser.add_argument(
+        "--event-log", type=Path, help="write Spark's event log here (read by bench.spark_stages)"
+    )
     args = parser.parse_args()
     work: Path = args.workdir
     shutil.rmtree(work / "out", ignore_errors=True)
@@ -246,7 +258,9 @@ def main() -> None:
     peer_rows = run_duckdb(files, start_us, end_us, bundle, work / "out" / "duckdb")
     peer = Timing("DuckDB + onnxruntime (1 process)", time.perf_counter() - t0, peer_rows)
     t0 = time.perf_counter()
-    spark_rows, startup = run_spark(raw, target, bundle, work / "out" / "spark", args.spark_master)
+    spark_rows, startup = run_spark(
+        raw, target, bundle, work / "out" / "spark", args.spark_master, args.event_log
+    )
     ours = Timing(
         f"fraudscale Spark {args.spark_master} (assets' code)", time.perf_counter() - t0, spark_rows
     )
