@@ -3,7 +3,7 @@
 Two kinds of feature:
 
 * stateless ones, computed from the transaction alone by `stateless_features`, one vectorised
-  function that batch (Spark mapInArrow), REST and stream all call;
+  function that batch (a Spark Arrow UDF), REST and stream all call;
 * stateful ones, declared once as `WindowSpec`s. Spark evaluates them with window functions;
   the stream and REST paths evaluate them with the incremental reference implementation in
   `fraud_core.state`. Both follow the semantics written on `WindowSpec`.
