@@ -70,6 +70,7 @@ app = App(
     consumer_auto_offset_reset="earliest",
     broker_session_timeout=settings.session_timeout_seconds,
     broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
+    consumer_metadata_max_age_ms=int(settings.metadata_refresh_seconds * 1000),
     broker_commit_every=1000,
     broker_commit_interval=1.0,
     producer_acks=-1,

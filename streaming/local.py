@@ -67,6 +67,16 @@ class LocalWorker:
                 return float(line.split()[1])
         return 0.0
 
+    def log_digest(self, tail: int = 30) -> str:
+        """The log's warnings, errors, rebalances and recovery steps, then its last lines."""
+        marks = ("[WARNING]", "[ERROR]", "[CRITICAL]", "generation", "Recovery]: ", "Traceback")
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError as exc:
+            return f"(no log: {exc})"
+        picked = [line for line in lines[:-tail] if any(m in line for m in marks)]
+        return "\n".join([*picked, "...", *lines[-tail:]])
+
     def kill(self) -> None:
         """kill -9: no shutdown, no final commit."""
         if self.process is not None:

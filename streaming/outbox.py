@@ -9,14 +9,22 @@ put them and consumers see the same per-key order.
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2
 
 Headers = list[tuple[str, bytes]]
-_partitioner = DefaultPartitioner()
+
+
+def key_partition(key: bytes | None, partitions: int) -> int:
+    """The partition a record goes to, as aiokafka's and Java's default partitioner choose it
+    (a record without a key goes to any partition)."""
+    if key is None:
+        return random.randrange(partitions)
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class Outbox:
@@ -46,11 +54,11 @@ class Outbox:
         `producer.flush()` (Faust's, before it commits offsets) waits for them."""
         topics, self._topics = self._topics, defaultdict(list)
         for topic, records in topics.items():
-            partitions = sorted(await producer.partitions_for(topic))
+            count = len(await producer.partitions_for(topic))
             by_partition: dict[int, list[tuple[bytes | None, bytes, Headers]]] = defaultdict(list)
             for key, value, partition, headers in records:
                 if partition is None:
-                    partition = _partitioner(key, partitions, partitions)
+                    partition = key_partition(key, count)
                 by_partition[partition].append((key, value, headers))
             for partition, items in by_partition.items():
                 batch = producer.create_batch()

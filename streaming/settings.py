@@ -40,6 +40,10 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Each worker binds its own port (Faust's web server: /metrics and the worker's status)."""
     session_timeout_seconds: float = 10.0
     """How long the group waits for a silent worker before its partitions move elsewhere."""
+    metadata_refresh_seconds: float = 5.0
+    """How often a worker re-reads the cluster's topic metadata. A worker that joins its group
+    before the broker lists an input topic it has just created owns none of its partitions
+    until the next refresh, as does a group after partitions are added to a topic."""
     shutdown_seconds: float = 10.0
     """After SIGTERM/SIGINT, the longest a worker spends on a clean shutdown (final commit,
     leaving the group) before it exits anyway, e.g. when the broker is gone. Nothing is lost:

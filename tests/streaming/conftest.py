@@ -62,8 +62,8 @@ class Stream:
 
     def worker(self, **env: str) -> LocalWorker:
         worker = LocalWorker(self.folder, {**self.env, **env})
+        self.workers.append(worker)  # one that fails to start still shows its log on failure
         worker.start()
-        self.workers.append(worker)
         return worker
 
     def close(self) -> None:
@@ -71,8 +71,25 @@ class Stream:
             worker.kill()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if report.when == "call":
+        item.stash[_failed] = report.failed
+    return report
+
+
+_failed = pytest.StashKey[bool]()
+
+
 @pytest.fixture
-def stream(tmp_path: Path, kafka: str, models: ModelStore) -> Iterator[Stream]:
+def stream(
+    request: pytest.FixtureRequest, tmp_path: Path, kafka: str, models: ModelStore
+) -> Iterator[Stream]:
     s = Stream(tmp_path, kafka, models)
     yield s
     s.close()
+    if request.node.stash.get(_failed, False):
+        for worker in s.workers:  # the workers' own account goes with the failure report
+            print(f"--- {worker.log_path.name}: warnings, errors and rebalances ---")
+            print(worker.log_digest())

@@ -4,6 +4,7 @@ scale-out, broker restarts, shutdown and hot model swaps."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import json
 from pathlib import Path
@@ -26,6 +27,7 @@ from fraud_core.scoring import Score
 from fraud_core.state import CardState, card_key, decode_card_state, replay
 from streaming.broker import LocalKafka
 from streaming.local import consume, label_records, produce, transaction_records
+from streaming.outbox import key_partition
 from streaming.scoring import Alert, decode_card_entry
 from tests.streaming.conftest import Stream
 
@@ -52,6 +54,11 @@ def scores_by_id(records: list[ConsumerRecord]) -> dict[str, list[Score]]:
         assert record.key == score.transaction_id.encode()
         out.setdefault(score.transaction_id, []).append(score)
     return out
+
+
+def card_partition(card_id: str, partitions: int = 4) -> int:
+    """The transactions topic partition a card's records go to."""
+    return key_partition(card_id.encode(), partitions)
 
 
 def reference_scores(table: pa.Table, scorer: Scorer) -> dict[str, float]:
@@ -250,9 +257,20 @@ def test_two_workers_split_the_partitions_and_one_takes_over(
     assert b.metric("fraudscale_stream_transactions_total") > 0
     b.kill()
     send(stream, "transactions", records[4000:])
+    wait_until(
+        lambda: a.metric("fraudscale_stream_assigned_partitions") == 4, "a to take over b's", 60
+    )
     scores = scores_by_id(read(stream, stream.topic("scores"), until=8000, distinct=True))
     # a scored the rest with b's cards' state restored from the changelog: same scores
     expected = reference_scores(table, Scorer(trained.bundle))
+    unscored = collections.Counter(
+        card_partition(card)
+        for tid, card in zip(
+            table["transaction_id"].to_pylist(), table["card_id"].to_pylist(), strict=True
+        )
+        if tid not in scores
+    )
+    assert not unscored, f"transactions without a score, per input partition: {unscored}"
     assert scores.keys() == expected.keys()
     assert max(abs(s[0].score - expected[t]) for t, s in scores.items()) <= 1e-6
 
