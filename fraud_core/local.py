@@ -78,13 +78,39 @@ def kill_process(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=10)
 
 
-class LocalRedis:
+def port_answers(host: str, port: int) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+class LocalProcess:
+    """A local service's child process (set by the subclass's `start`)."""
+
+    process: subprocess.Popen[bytes] | None = None
+
+    def stop(self, timeout: float = 30) -> None:
+        """A clean shutdown (SIGTERM), killed if it does not finish within `timeout` s."""
+        if self.process is not None:
+            stop_process(self.process, timeout)
+            self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown at all."""
+        if self.process is not None:
+            kill_process(self.process)
+            self.process = None
+
+
+class LocalRedis(LocalProcess):
     """Debian's redis-server in the foreground, without persistence, on a loopback port."""
 
     def __init__(self, folder: Path, port: int | None = None) -> None:
         self.port, self.folder = port or free_port(), folder
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         import redis  # the serving and streaming extras install it
@@ -102,8 +128,3 @@ class LocalRedis:
              "--appendonly", "no", "--dir", str(self.folder)],
             "redis-server", answers, 10,
         )  # fmt: skip
-
-    def kill(self) -> None:
-        if self.process is not None:
-            kill_process(self.process)
-            self.process = None

@@ -18,13 +18,12 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
-from fraud_core.local import free_port, kill_process, start_process, stop_process
+from fraud_core.local import LocalProcess, free_port, port_answers, start_process
 
 PROJECT = Path(__file__).resolve().parent.parent
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
@@ -89,7 +88,7 @@ def broker_config(folder: Path, port: int, controller_port: int, partitions: int
     )
 
 
-class LocalKafka:
+class LocalKafka(LocalProcess):
     """One Kafka broker process with its config and log dir in `folder`.
 
     The first start formats the storage; later starts (a restart after `stop` or `kill`)
@@ -108,7 +107,6 @@ class LocalKafka:
         self.controller_port = controller_port or free_port()
         self.partitions = partitions
         self.bootstrap = f"127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
 
     def _java(self, libs: Path, *args: str) -> list[str]:
         return ["java", *JVM_OPTIONS, "-cp", f"{libs}/*", *args]
@@ -134,24 +132,11 @@ class LocalKafka:
             log=self.folder / "broker.log",
         )
 
-    def stop(self, timeout: float = 30) -> None:
-        """A clean shutdown (SIGTERM), killing the JVM if it does not finish in time."""
-        if self.process is not None:
-            stop_process(self.process, timeout)
-            self.process = None
-
-    def kill(self) -> None:
-        if self.process is not None:
-            kill_process(self.process)
-            self.process = None
-
 
 def broker_answers(bootstrap: str) -> bool:
     """True when the broker answers a metadata request."""
     host, _, port = bootstrap.split(",")[0].rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=1).close()
-    except OSError:
+    if not port_answers(host, int(port)):
         return False
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError

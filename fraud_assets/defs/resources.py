@@ -70,20 +70,29 @@ def _env(name: str, default: str) -> str:
 
 def spark_config() -> dict[str, Any]:
     """local[*] by default; FRAUD_ASSETS_SPARK_MASTER or FRAUD_ASSETS_SPARK_REMOTE (Spark
-    Connect, sc://host:15002) point at a cluster."""
-    config: dict[str, Any] = {
-        "spark.sql.session.timeZone": "UTC",
-        "spark.ui.enabled": _env("SPARK_UI", "false"),
-        "spark.sql.shuffle.partitions": _env("SPARK_SHUFFLE_PARTITIONS", "8"),
-        "spark.sql.execution.arrow.maxRecordsPerBatch": "65536",
-        "spark.driver.memory": _env("SPARK_DRIVER_MEMORY", "4g"),
-    }
+    Connect, sc://host:15002) point at a cluster. A Connect session takes only the
+    per-session SQL settings; the server keeps its own (`server_config` for a local one)."""
     remote = _env("SPARK_REMOTE", "")
     if remote:
-        config["spark.remote"] = remote
-    else:
-        config["spark.master"] = _env("SPARK_MASTER", "local[*]")
-    return config
+        return {**session_config(), "spark.remote": remote}
+    return {**session_config(), **server_config(), "spark.master": _env("SPARK_MASTER", "local[*]")}
+
+
+def session_config() -> dict[str, str]:
+    """The per-session SQL settings the assets' Spark code expects."""
+    return {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": _env("SPARK_SHUFFLE_PARTITIONS", "8"),
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "65536",
+    }
+
+
+def server_config() -> dict[str, str]:
+    """Settings of the Spark driver itself: for a local session or a local Connect server."""
+    return {
+        "spark.ui.enabled": _env("SPARK_UI", "false"),
+        "spark.driver.memory": _env("SPARK_DRIVER_MEMORY", "4g"),
+    }
 
 
 def get_resources() -> dict[str, Any]:

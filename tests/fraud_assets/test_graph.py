@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -230,3 +233,60 @@ def test_online_state_loads_end_of_day_states_into_redis(
         assert decode_card_state(client.get(card_key(card))) == cards[card]
     for merchant in sorted(merchants)[:20]:
         assert decode_merchant_state(client.get(merchant_key(merchant))) == merchants[merchant]
+
+
+def test_a_nightly_run_through_spark_connect_gives_the_same_features_and_scores(
+    platform, landing, history, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """FRAUD_ASSETS_SPARK_REMOTE: a Dagster run whose Spark is a Spark Connect server
+    featurizes and scores a day as the local session did (the features as the reference)."""
+    from fraud_assets.defs.resources import server_config
+    from fraud_assets.lib.spark_connect import LocalSparkConnect
+
+    day = SCORED_DAYS[-1]
+    names = ["card_features", "scored_transactions"]
+    before = {name: table(platform, name, [day]).sort_by("transaction_id") for name in names}
+    server = LocalSparkConnect(
+        tmp_path, {**server_config(), "spark.driver.memory": "1g"}, "local[2]"
+    )
+    server.start()
+    try:
+        # Its own process: PySpark allows no Connect session beside this one's local session.
+        run = subprocess.run(
+            [sys.executable, "-c", CONNECT_RUN, str(platform["root"]), str(landing), str(day)],
+            env={**os.environ, "FRAUD_ASSETS_SPARK_REMOTE": server.url},
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    finally:
+        server.stop()
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "session: pyspark.sql.connect.session" in run.stdout
+    features = table(platform, "card_features", [day])
+    assert features.num_rows == before["card_features"].num_rows > 0
+    assert_features_equal_the_reference(features, history)
+    scores, earlier = (
+        table(platform, "scored_transactions", [day]).sort_by("transaction_id"),
+        before["scored_transactions"],
+    )
+    assert scores["transaction_id"].equals(earlier["transaction_id"])
+    np.testing.assert_allclose(scores["score"].to_numpy(), earlier["score"].to_numpy(), atol=1e-6)
+
+
+CONNECT_RUN = """
+import datetime as dt, sys
+from pathlib import Path
+import dagster as dg
+from dagster_pyspark import LazyPySparkResource
+from fraud_assets.defs.resources import spark_config
+from fraud_assets.lib.runs import materialize_graph
+from tests.fraud_assets.conftest import make_resources
+
+root, landing, day = Path(sys.argv[1]), Path(sys.argv[2]), dt.date.fromisoformat(sys.argv[3])
+spark = LazyPySparkResource(spark_config={**spark_config(), "spark.sql.shuffle.partitions": "4"})
+with dg.DagsterInstance.ephemeral() as instance:
+    materialize_graph(
+        ["card_features", "scored_transactions"], instance=instance,
+        resources=make_resources(root, landing, spark), days=(day, day),
+    )
+print("session:", type(spark.spark_session).__module__)
+"""
