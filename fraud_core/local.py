@@ -1,7 +1,8 @@
 """Running real services on this machine's loopback: for `make demo`, the benchmarks and tests.
 
 Every component's local runner (Redis here, the Kafka broker in streaming.broker, the REST
-server in serving.local) uses these, so ports and start-up waits behave the same everywhere.
+server in serving.local, Spark Connect in fraud_assets.lib.spark_connect) uses these, so
+ports, start-up waits and shutdowns behave the same everywhere.
 """
 
 from __future__ import annotations
