@@ -201,7 +201,6 @@ def run_spark(
     from fraud_assets.defs.resources import spark_config
 
     start = time.perf_counter()
-    builder = SparkSession.builder
     config = {**spark_config(), "spark.master": master}
     if event_log is not None:  # for bench.spark_stages
         event_log.mkdir(parents=True, exist_ok=True)
@@ -211,9 +210,7 @@ def run_spark(
             "spark.eventLog.compress": "false",
             "spark.eventLog.rolling.enabled": "false",
         }
-    for key, value in config.items():
-        builder = builder.config(key, value)
-    session = builder.getOrCreate()
+    session = SparkSession.builder.config(map=config).getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     startup = time.perf_counter() - start
     rows = featurize_and_score(session, raw, day, bundle, work, "Spark")
@@ -256,10 +253,8 @@ def run_connect_nights(
     try:
         for night in range(1, nights + 1):
             t0 = time.perf_counter()
-            builder = SparkSession.builder.remote(server.url)
-            for key, value in session_config().items():
-                builder = builder.config(key, value)
-            session = builder.getOrCreate()
+            remote = SparkSession.builder.remote(server.url)
+            session = remote.config(map=session_config()).getOrCreate()
             rows = featurize_and_score(
                 session, raw, day, bundle, work / "out", f"Spark Connect night {night}"
             )

@@ -78,7 +78,7 @@ def spark_config() -> dict[str, Any]:
     return {**session_config(), **server_config(), "spark.master": _env("SPARK_MASTER", "local[*]")}
 
 
-def session_config() -> dict[str, str]:
+def session_config() -> dict[str, Any]:
     """The per-session SQL settings the assets' Spark code expects."""
     return {
         "spark.sql.session.timeZone": "UTC",

@@ -71,15 +71,16 @@ class Stream:
             worker.kill()
 
 
+_failed = pytest.StashKey[bool]()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Remember whether a test's body failed, for the `stream` fixture's teardown."""
     report = yield
     if report.when == "call":
         item.stash[_failed] = report.failed
     return report
-
-
-_failed = pytest.StashKey[bool]()
 
 
 @pytest.fixture
