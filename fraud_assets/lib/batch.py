@@ -77,7 +77,9 @@ def featurize_days(
     history = DayHistory(session, raw)
     features = stateful_features(history, day_start_us(first), day_start_us(end))
     frame = features.withColumn("day", F.date_format("timestamp", "yyyy-MM-dd"))
-    written = _write_by(frame, out, ["day"])
+    # Each window task writes its own file per day: gathering a day into one task first made
+    # one core write the whole day while the other idled (~7 s of 60 at 1.2M rows a day).
+    written = _write_by(frame, out, ["day"], cluster=False)
     return written, {"history_days_read": len(history.folders_read)}
 
 
@@ -93,14 +95,19 @@ def score_days(
         .withColumn("day", F.date_format("timestamp", "yyyy-MM-dd"))
         .withColumn("hour", F.hour("timestamp"))
     )
-    return _write_by(frame, out, ["day", "hour"])
+    return _write_by(frame, out, ["day", "hour"], cluster=True)
 
 
-def _write_by(frame: DataFrame, out: Path, columns: list[str]) -> list[dt.date]:
-    """Write one file per partition value into staging, then swap each day into place."""
+def _write_by(frame: DataFrame, out: Path, columns: list[str], *, cluster: bool) -> list[dt.date]:
+    """Write `frame` partitioned by `columns` into staging, then swap each day into place.
+
+    `cluster` gathers each partition value into one task first, so it gets one file (24 per
+    day rather than 24 per task); otherwise every task writes a file per value it holds.
+    """
     staging = staging_folder(out)
     try:
-        frame.repartition(*columns).write.partitionBy(*columns).parquet(str(staging / "out"))
+        clustered = frame.repartition(*columns) if cluster else frame
+        clustered.write.partitionBy(*columns).parquet(str(staging / "out"))
         return swap_in_days(staging / "out", out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
