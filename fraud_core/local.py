@@ -1,8 +1,9 @@
 """Running real services on this machine's loopback: for `make demo`, the benchmarks and tests.
 
-Every component's local runner (Redis here, the Kafka broker in streaming.broker, the REST
-server in serving.local, Spark Connect in fraud_assets.lib.spark_connect) uses these, so
-ports, start-up waits and shutdowns behave the same everywhere.
+Every component's local runner (Redis here, the Kafka broker and stream workers in
+streaming.broker and streaming.local, the REST server in serving.local, Spark Connect in
+fraud_assets.lib.spark_connect) uses these, so ports, start-up waits and shutdowns behave the
+same everywhere.
 """
 
 from __future__ import annotations
@@ -93,11 +94,15 @@ class LocalProcess:
 
     process: subprocess.Popen[bytes] | None = None
 
-    def stop(self, timeout: float = 30) -> None:
-        """A clean shutdown (SIGTERM), killed if it does not finish within `timeout` s."""
-        if self.process is not None:
-            stop_process(self.process, timeout)
-            self.process = None
+    def stop(self, timeout: float = 30) -> float:
+        """A clean shutdown (SIGTERM), killed if it does not finish within `timeout` s;
+        returns the seconds the process took to exit (0 when none was running)."""
+        if self.process is None:
+            return 0.0
+        started = time.monotonic()
+        stop_process(self.process, timeout)
+        self.process = None
+        return time.monotonic() - started
 
     def kill(self) -> None:
         """SIGKILL: no shutdown at all."""

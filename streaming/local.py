@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -16,13 +14,13 @@ import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from fraud_core.features import LABEL_DELAY_US
-from fraud_core.local import free_port, kill_process, start_process, stop_process
+from fraud_core.local import LocalProcess, free_port, start_process
 from fraud_core.schema import from_micros, timestamps_us
 
 _json = msgspec.json.Encoder()
 
 
-class LocalWorker:
+class LocalWorker(LocalProcess):
     """`python -m streaming worker` in a child process, with FRAUD_STREAM_* settings.
 
     `start` returns once the worker owns partitions and its output topics exist."""
@@ -37,7 +35,6 @@ class LocalWorker:
             "FRAUD_STREAM_WEB_PORT": str(self.web_port),
         }
         self.log_path = folder / f"worker-{self.web_port}.log"
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -76,21 +73,6 @@ class LocalWorker:
             return f"(no log: {exc})"
         picked = [line for line in lines[:-tail] if any(m in line for m in marks)]
         return "\n".join([*picked, "...", *lines[-tail:]])
-
-    def kill(self) -> None:
-        """kill -9: no shutdown, no final commit."""
-        if self.process is not None:
-            kill_process(self.process)
-            self.process = None
-
-    def stop(self, timeout: float = 30) -> float:
-        """SIGTERM and wait; returns the seconds the worker took to exit."""
-        if self.process is None:
-            return 0.0
-        started = time.monotonic()
-        stop_process(self.process, timeout)
-        self.process = None
-        return time.monotonic() - started
 
 
 def transaction_records(table: pa.Table) -> list[tuple[bytes, bytes]]:
