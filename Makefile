@@ -36,6 +36,10 @@ check-java: ## Spark needs Java 17 or newer on PATH
 	@java -version 2>&1 | awk -F'"' '/version/ {split($$2, v, "."); if (v[1] + 0 < 17) {print "Spark needs Java >= 17, found " $$2; exit 1}}' \
 	  || { echo "Spark needs Java 17: install a JDK (Debian: apt-get install openjdk-17-jre-headless)"; exit 1; }
 
+.PHONY: spark-aot
+spark-aot: install check-java ## Record the Spark driver's AOT cache for FRAUD_ASSETS_JAVA_HOME (a JDK 25+; about 2.5 min)
+	$(RUN) python -m fraud_assets.lib.jvm record
+
 .PHONY: lock
 lock: $(UV) ## Re-resolve dependencies into uv.lock
 	$(UV) lock

@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 
+from fraud_assets.lib.jvm import Jdk, aot_cache_path, driver_java_options, spark_jdk
 from fraud_core.model_store import ModelStore
 
 
@@ -89,10 +90,51 @@ def session_config() -> dict[str, Any]:
 
 def server_config() -> dict[str, str]:
     """Settings of the Spark driver itself: for a local session or a local Connect server."""
-    return {
+    config = {
         "spark.ui.enabled": _env("SPARK_UI", "false"),
         "spark.driver.memory": _env("SPARK_DRIVER_MEMORY", "4g"),
     }
+    jdk = spark_jdk(spark_jdk_setting())
+    options = " ".join(
+        part for part in (_env("SPARK_DRIVER_JAVA_OPTIONS", ""),
+                          driver_java_options(jdk, spark_aot_cache(jdk))) if part
+    )  # fmt: skip
+    if options:
+        config["spark.driver.extraJavaOptions"] = options
+    return config
+
+
+def spark_jdk_setting() -> str:
+    """FRAUD_ASSETS_JAVA_HOME: the JDK of the Spark driver. Empty (the default) keeps what
+    spark-submit finds (JAVA_HOME, else `java` on PATH); `auto` takes the newest JDK installed
+    (a JDK 25 starts from an AOT cache: `make spark-aot`); or a JDK folder."""
+    return _env("JAVA_HOME", "")
+
+
+def spark_aot_cache(jdk: Jdk | None) -> Path | None:
+    """The AOT cache for `jdk` under FRAUD_ASSETS_SPARK_AOT (a folder; default data/spark-aot,
+    `off` for none). None for JDKs that cannot write one."""
+    folder = _env("SPARK_AOT", f"{_env('DATA_DIR', 'data')}/spark-aot")
+    if jdk is None or not jdk.writes_aot_cache or folder == "off":
+        return None
+    return aot_cache_path(jdk, Path(folder))
+
+
+def use_spark_jdk() -> Jdk | None:
+    """Point this process's spark-submit at the configured JDK (before a local session starts
+    its driver); returns that JDK."""
+    jdk = spark_jdk(spark_jdk_setting())
+    if jdk is not None and spark_jdk_setting():
+        os.environ["JAVA_HOME"] = str(jdk.home)
+    return jdk
+
+
+class SparkResource(LazyPySparkResource):
+    """dagster-pyspark's lazy session, with its driver on the JDK FRAUD_ASSETS_JAVA_HOME names."""
+
+    def _init_session(self) -> None:
+        use_spark_jdk()
+        super()._init_session()
 
 
 def get_resources() -> dict[str, Any]:
@@ -108,6 +150,6 @@ def get_resources() -> dict[str, Any]:
             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""),
             local_dir=_env("MLFLOW_DIR", f"{data}/mlflow"),
         ),
-        "spark": LazyPySparkResource(spark_config=spark_config()),
+        "spark": SparkResource(spark_config=spark_config()),
         "online_store": OnlineStoreResource(redis_url=_env("ONLINE_REDIS_URL", "")),
     }

@@ -57,13 +57,14 @@ class LocalSparkConnect(LocalProcess):
 
 
 def main() -> None:
-    from fraud_assets.defs.resources import server_config
+    from fraud_assets.defs.resources import server_config, use_spark_jdk
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=15002)
     parser.add_argument("--master", default="local[*]")
     parser.add_argument("--folder", type=Path, default=Path("data/spark-connect"))
     args = parser.parse_args()
+    use_spark_jdk()
     server = LocalSparkConnect(args.folder, server_config(), args.master, args.port)
     server.start()
     print(f"Spark Connect at {server.url} (log: {server.log_path}); Ctrl-C stops it", flush=True)

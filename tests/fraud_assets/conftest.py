@@ -9,11 +9,11 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from dagster_pyspark import LazyPySparkResource
 
 from fraud_assets.defs.resources import (
     MlflowResource,
     OnlineStoreResource,
+    SparkResource,
     StorageResource,
     spark_config,
 )
@@ -25,9 +25,9 @@ TRAINING_CONFIG = {"ops": {"training_set": {"config": {"warmup_days": 2, "valida
 
 
 @pytest.fixture(scope="session")
-def spark_resource() -> Iterator[LazyPySparkResource]:
+def spark_resource() -> Iterator[SparkResource]:
     config = {**spark_config(), "spark.master": "local[2]", "spark.sql.shuffle.partitions": "4"}
-    resource = LazyPySparkResource(spark_config=config)
+    resource = SparkResource(spark_config=config)
     yield resource
     resource.spark_session.stop()
 
@@ -40,7 +40,7 @@ def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.DagsterIns
 
 
 def make_resources(
-    root: Path, landing: Path, spark: LazyPySparkResource, models: Path | None = None,
+    root: Path, landing: Path, spark: SparkResource, models: Path | None = None,
     redis_url: str = "",
 ) -> dict[str, Any]:  # fmt: skip
     return {

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
+from fraud_assets.lib.jvm import aot_cache_path, installed_jdks, record
 from fraud_assets.lib.registry import CHAMPION_ALIAS, roll_back
 from fraud_assets.lib.warehouse import read_days
 from fraud_core.features import STATEFUL_FEATURES
@@ -235,32 +237,20 @@ def test_online_state_loads_end_of_day_states_into_redis(
         assert decode_merchant_state(client.get(merchant_key(merchant))) == merchants[merchant]
 
 
-def test_a_nightly_run_through_spark_connect_gives_the_same_features_and_scores(
-    platform, landing, history, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
-    """FRAUD_ASSETS_SPARK_REMOTE: a Dagster run whose Spark is a Spark Connect server
-    featurizes and scores a day as the local session did (the features as the reference)."""
-    from fraud_assets.defs.resources import server_config
-    from fraud_assets.lib.spark_connect import LocalSparkConnect
-
+def rerun_night(
+    platform: dict[str, Any], landing: Path, history: pa.Table, env: dict[str, str]
+) -> str:
+    """Run the last scored day's Spark assets again in a Dagster run of its own process with
+    `env`; assert its features equal the reference and its scores the first run's. Returns
+    what the run printed."""
     day = SCORED_DAYS[-1]
     names = ["card_features", "scored_transactions"]
     before = {name: table(platform, name, [day]).sort_by("transaction_id") for name in names}
-    server = LocalSparkConnect(
-        tmp_path, {**server_config(), "spark.driver.memory": "1g"}, "local[2]"
-    )
-    server.start()
-    try:
-        # Its own process: PySpark allows no Connect session beside this one's local session.
-        run = subprocess.run(
-            [sys.executable, "-c", CONNECT_RUN, str(platform["root"]), str(landing), str(day)],
-            env={**os.environ, "FRAUD_ASSETS_SPARK_REMOTE": server.url},
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-    finally:
-        server.stop()
+    run = subprocess.run(
+        [sys.executable, "-c", NIGHT_RUN, str(platform["root"]), str(landing), str(day)],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "session: pyspark.sql.connect.session" in run.stdout
     features = table(platform, "card_features", [day])
     assert features.num_rows == before["card_features"].num_rows > 0
     assert_features_equal_the_reference(features, history)
@@ -270,23 +260,71 @@ def test_a_nightly_run_through_spark_connect_gives_the_same_features_and_scores(
     )
     assert scores["transaction_id"].equals(earlier["transaction_id"])
     np.testing.assert_allclose(scores["score"].to_numpy(), earlier["score"].to_numpy(), atol=1e-6)
+    return run.stdout
 
 
-CONNECT_RUN = """
-import datetime as dt, sys
+def test_a_nightly_run_through_spark_connect_gives_the_same_features_and_scores(
+    platform, landing, history, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """FRAUD_ASSETS_SPARK_REMOTE: a Dagster run whose Spark is a Spark Connect server
+    featurizes and scores a day as the local session did (the features as the reference)."""
+    from fraud_assets.defs.resources import server_config
+    from fraud_assets.lib.spark_connect import LocalSparkConnect
+
+    server = LocalSparkConnect(
+        tmp_path, {**server_config(), "spark.driver.memory": "1g"}, "local[2]"
+    )
+    server.start()
+    try:
+        # Its own process: PySpark allows no Connect session beside this one's local session.
+        printed = rerun_night(platform, landing, history, {"FRAUD_ASSETS_SPARK_REMOTE": server.url})
+    finally:
+        server.stop()
+    assert "session: pyspark.sql.connect.session" in printed
+
+
+JDK_WITH_AOT = next((jdk for jdk in installed_jdks() if jdk.writes_aot_cache), None)
+
+
+@pytest.mark.skipif(JDK_WITH_AOT is None, reason="no JDK 25+ installed beside the default one")
+def test_a_nightly_run_on_a_newer_jdk_starts_from_its_aot_cache(
+    platform, landing, history, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """FRAUD_ASSETS_JAVA_HOME names a JDK 25: `record` writes its AOT cache, and a nightly run
+    whose driver must start from that cache (-XX:AOTMode=on fails without one) featurizes
+    and scores a day as the default JDK's session did."""
+    assert JDK_WITH_AOT is not None
+    folder = tmp_path / "aot"
+    cache = aot_cache_path(JDK_WITH_AOT, folder)
+    record(JDK_WITH_AOT, cache, cards=2000)
+    assert cache.stat().st_size > 10 * 2**20
+    printed = rerun_night(platform, landing, history, {
+        "FRAUD_ASSETS_JAVA_HOME": str(JDK_WITH_AOT.home),
+        "FRAUD_ASSETS_SPARK_AOT": str(folder),
+        "FRAUD_ASSETS_SPARK_DRIVER_JAVA_OPTIONS": "-XX:AOTMode=on",
+    })  # fmt: skip
+    assert f"java: {JDK_WITH_AOT.version}" in printed
+    assert f"-XX:AOTCache={cache}" in printed
+
+
+NIGHT_RUN = """
+import datetime as dt, os, sys
 from pathlib import Path
 import dagster as dg
-from dagster_pyspark import LazyPySparkResource
-from fraud_assets.defs.resources import spark_config
+from fraud_assets.defs.resources import SparkResource, spark_config
 from fraud_assets.lib.runs import materialize_graph
 from tests.fraud_assets.conftest import make_resources
 
 root, landing, day = Path(sys.argv[1]), Path(sys.argv[2]), dt.date.fromisoformat(sys.argv[3])
-spark = LazyPySparkResource(spark_config={**spark_config(), "spark.sql.shuffle.partitions": "4"})
+spark = SparkResource(spark_config={**spark_config(), "spark.sql.shuffle.partitions": "4"})
 with dg.DagsterInstance.ephemeral() as instance:
     materialize_graph(
         ["card_features", "scored_transactions"], instance=instance,
         resources=make_resources(root, landing, spark), days=(day, day),
     )
-print("session:", type(spark.spark_session).__module__)
+session = spark.spark_session
+print("session:", type(session).__module__)
+if not os.environ.get("FRAUD_ASSETS_SPARK_REMOTE"):
+    print("java:", session.sparkContext._jvm.System.getProperty("java.version"))
+    print("options:", session.conf.get("spark.driver.extraJavaOptions", ""))
 """
