@@ -7,7 +7,9 @@ one side, DuckDB SQL window functions on the other), build the model input with 
 The Spark side is the assets' own code (`featurize_days` + `score_days`), run twice: in a
 fresh local session (a nightly Dagster run with the default local[*] master), and through a
 long-lived Spark Connect server (FRAUD_ASSETS_SPARK_REMOTE), one run per night; the table
-shows a later night, when the server has run the job before.
+shows a later night, when the server has run the job before. Both Spark paths run on the
+JDK that --java-home names (default auto, the newest installed; a JDK 25 starts from its AOT
+cache, recorded first on separate small data when missing).
 
     uv run python -m bench.batch --rows 10000000        # the issue's size
     uv run python -m bench.batch --rows 1000000         # a quick look
