@@ -22,6 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 JDK_ROOTS = (Path("/usr/lib/jvm"), Path("/usr/local/lib/jvm"), Path("/opt/java"))
 """Where `auto` looks for installed JDKs (Debian's packages and Temurin's install there)."""
@@ -149,7 +150,7 @@ def _train(output: Path, cards: int) -> None:
     import numpy as np
     from pyspark.sql import SparkSession
 
-    from fraud_assets.defs.resources import spark_config
+    from fraud_assets.defs.resources import server_config, session_config
     from fraud_assets.lib.batch import featurize_days, score_days
     from fraud_core.features import FEATURE_NAMES
     from fraud_core.simulator import SimulationConfig, generate
@@ -166,7 +167,11 @@ def _train(output: Path, cards: int) -> None:
         work = Path(tmp)
         generate(config, work / "raw")
         day = config.start + dt.timedelta(days=config.days - 1)
-        conf = {**spark_config(), "spark.driver.extraJavaOptions": f"-XX:AOTCacheOutput={output}"}
+        # Always a local driver: the cache is for this machine's JVM, not a Connect server's.
+        conf: dict[str, Any] = {
+            **session_config(), **server_config(), "spark.master": "local[*]",
+            "spark.driver.extraJavaOptions": f"-XX:AOTCacheOutput={output}",
+        }  # fmt: skip
         session = SparkSession.builder.config(map=conf).getOrCreate()
         featurize_days(session, work / "raw", [day], work / "features")
         score_days(session, work / "features", [day], bundle, work / "scored")
