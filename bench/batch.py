@@ -217,10 +217,10 @@ def run_spark(
 ) -> tuple[int, float]:
     from pyspark.sql import SparkSession
 
-    from fraud_assets.defs.resources import spark_config
+    from fraud_assets.defs.resources import local_config
 
     start = time.perf_counter()
-    config = {**spark_config(), "spark.master": master}
+    config = local_config(master)
     if event_log is not None:  # for bench.spark_stages
         event_log.mkdir(parents=True, exist_ok=True)
         config |= {

@@ -76,7 +76,12 @@ def spark_config() -> dict[str, Any]:
     remote = _env("SPARK_REMOTE", "")
     if remote:
         return {**session_config(), "spark.remote": remote}
-    return {**session_config(), **server_config(), "spark.master": _env("SPARK_MASTER", "local[*]")}
+    return local_config(_env("SPARK_MASTER", "local[*]"))
+
+
+def local_config(master: str = "local[*]") -> dict[str, Any]:
+    """A session whose driver runs in this process, on `master`."""
+    return {**session_config(), **server_config(), "spark.master": master}
 
 
 def session_config() -> dict[str, Any]:
@@ -94,11 +99,10 @@ def server_config() -> dict[str, str]:
         "spark.ui.enabled": _env("SPARK_UI", "false"),
         "spark.driver.memory": _env("SPARK_DRIVER_MEMORY", "4g"),
     }
-    jdk = spark_jdk(spark_jdk_setting())
+    cache = spark_aot_cache(spark_jdk(spark_jdk_setting()))
     options = " ".join(
-        part for part in (_env("SPARK_DRIVER_JAVA_OPTIONS", ""),
-                          driver_java_options(jdk, spark_aot_cache(jdk))) if part
-    )  # fmt: skip
+        part for part in (_env("SPARK_DRIVER_JAVA_OPTIONS", ""), driver_java_options(cache)) if part
+    )
     if options:
         config["spark.driver.extraJavaOptions"] = options
     return config

@@ -22,7 +22,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 JDK_ROOTS = (Path("/usr/lib/jvm"), Path("/usr/local/lib/jvm"), Path("/opt/java"))
 """Where `auto` looks for installed JDKs (Debian's packages and Temurin's install there)."""
@@ -108,11 +107,10 @@ def aot_cache_path(jdk: Jdk, folder: Path) -> Path:
     return folder.resolve() / f"spark-driver-jdk{jdk.version}-pyspark{pyspark.__version__}.aot"
 
 
-def driver_java_options(jdk: Jdk | None, cache: Path | None) -> str:
-    """The driver JVM options that start it from `cache` when its JDK can and the cache exists."""
-    if jdk is None or cache is None or not jdk.writes_aot_cache or not cache.exists():
-        return ""
-    return f"-XX:AOTCache={cache}"
+def driver_java_options(cache: Path | None) -> str:
+    """The driver JVM options that start it from `cache` (its JDK's, or None for a JDK that
+    has none) once that cache is recorded."""
+    return f"-XX:AOTCache={cache}" if cache is not None and cache.exists() else ""
 
 
 def record(jdk: Jdk, cache: Path, cards: int = 100_000, timeout: float = 900) -> float:
@@ -150,7 +148,7 @@ def _train(output: Path, cards: int) -> None:
     import numpy as np
     from pyspark.sql import SparkSession
 
-    from fraud_assets.defs.resources import server_config, session_config
+    from fraud_assets.defs.resources import local_config
     from fraud_assets.lib.batch import featurize_days, score_days
     from fraud_core.features import FEATURE_NAMES
     from fraud_core.simulator import SimulationConfig, generate
@@ -168,10 +166,7 @@ def _train(output: Path, cards: int) -> None:
         generate(config, work / "raw")
         day = config.start + dt.timedelta(days=config.days - 1)
         # Always a local driver: the cache is for this machine's JVM, not a Connect server's.
-        conf: dict[str, Any] = {
-            **session_config(), **server_config(), "spark.master": "local[*]",
-            "spark.driver.extraJavaOptions": f"-XX:AOTCacheOutput={output}",
-        }  # fmt: skip
+        conf = {**local_config(), "spark.driver.extraJavaOptions": f"-XX:AOTCacheOutput={output}"}
         session = SparkSession.builder.config(map=conf).getOrCreate()
         featurize_days(session, work / "raw", [day], work / "features")
         score_days(session, work / "features", [day], bundle, work / "scored")
@@ -202,7 +197,7 @@ def main() -> None:
     if jdk is None:
         sys.exit("no Java found: install a JDK 17 or newer (Debian: openjdk-17-jre-headless)")
     print(f"Spark driver JDK: Java {jdk.version} at {jdk.home}")
-    if not jdk.writes_aot_cache or cache is None:
+    if cache is None:
         print(f"AOT cache: none (needs Java {AOT_MAJOR}+ and FRAUD_ASSETS_SPARK_AOT != off)")
         return
     if args.command == "record" and (args.force or not cache.exists()):

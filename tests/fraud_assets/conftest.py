@@ -15,7 +15,7 @@ from fraud_assets.defs.resources import (
     OnlineStoreResource,
     SparkResource,
     StorageResource,
-    spark_config,
+    local_config,
 )
 from fraud_assets.lib.runs import materialize_graph
 from tests.conftest import SMALL_WORLD
@@ -26,7 +26,7 @@ TRAINING_CONFIG = {"ops": {"training_set": {"config": {"warmup_days": 2, "valida
 
 @pytest.fixture(scope="session")
 def spark_resource() -> Iterator[SparkResource]:
-    config = {**spark_config(), "spark.master": "local[2]", "spark.sql.shuffle.partitions": "4"}
+    config = {**local_config("local[2]"), "spark.sql.shuffle.partitions": "4"}
     resource = SparkResource(spark_config=config)
     yield resource
     resource.spark_session.stop()

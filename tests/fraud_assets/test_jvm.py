@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fraud_assets.defs.resources import server_config, spark_aot_cache
-from fraud_assets.lib.jvm import aot_cache_path, driver_java_options, installed_jdks, spark_jdk
+from fraud_assets.lib.jvm import driver_java_options, installed_jdks, spark_jdk
 
 pytestmark = pytest.mark.unit
 
@@ -36,18 +36,23 @@ def test_a_setting_that_names_no_jdk_is_refused_by_name(tmp_path: Path) -> None:
         spark_jdk(str(tmp_path))
 
 
-def test_only_a_jdk_25_with_a_recorded_cache_starts_from_it(tmp_path: Path) -> None:
+def test_only_a_jdk_25_with_a_recorded_cache_starts_from_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FRAUD_ASSETS_SPARK_AOT", str(tmp_path / "aot"))
     old = spark_jdk(str(install_jdk(tmp_path, "java-17", "17.0.15")))
     new = spark_jdk(str(install_jdk(tmp_path, "temurin-25", "25.0.3")))
     assert old is not None
     assert new is not None
-    cache = aot_cache_path(new, tmp_path / "aot")
+    cache = spark_aot_cache(new)
+    assert cache is not None
     assert "25.0.3" in cache.name
-    assert driver_java_options(new, cache) == ""  # not recorded yet
+    assert driver_java_options(cache) == ""  # not recorded yet
     cache.parent.mkdir()
     cache.write_bytes(b"cache")
-    assert driver_java_options(new, cache) == f"-XX:AOTCache={cache}"
-    assert driver_java_options(old, aot_cache_path(old, tmp_path / "aot")) == ""
+    assert driver_java_options(cache) == f"-XX:AOTCache={cache}"
+    assert spark_aot_cache(old) is None
+    assert driver_java_options(spark_aot_cache(old)) == ""
 
 
 def test_the_driver_settings_carry_the_cache_unless_it_is_off(
