@@ -29,6 +29,11 @@ _SPARK_TYPES = {
 RAW_SCHEMA = ", ".join(f"{f.name} {_SPARK_TYPES[str(f.type)]}" for f in LABELLED_SCHEMA)
 
 
+_ROW_IDS = ("transaction_id", "card_id")
+"""Columns with nearly one value a row: Parquet's dictionary encoding of them is pure cost (the
+writer hashes every value until the dictionary overflows, then falls back to plain)."""
+
+
 def day_start_us(day: dt.date) -> int:
     return to_micros(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC))
 
@@ -91,7 +96,7 @@ def score_days(
     if len(folders) != len(days):
         raise FileNotFoundError(f"features missing for some of {days} under {features}")
     frame = (
-        scored(session.read.parquet(*map(str, folders)), bundle.onnx_bytes)
+        scored(session.read.parquet(*map(str, folders)), bundle)
         .withColumn("day", F.date_format("timestamp", "yyyy-MM-dd"))
         .withColumn("hour", F.hour("timestamp"))
     )
@@ -107,7 +112,8 @@ def _write_by(frame: DataFrame, out: Path, columns: list[str], *, cluster: bool)
     staging = staging_folder(out)
     try:
         clustered = frame.repartition(*columns) if cluster else frame
-        clustered.write.partitionBy(*columns).parquet(str(staging / "out"))
+        plain = {f"parquet.enable.dictionary#{c}": "false" for c in _ROW_IDS if c in frame.columns}
+        clustered.write.options(**plain).partitionBy(*columns).parquet(str(staging / "out"))
         return swap_in_days(staging / "out", out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -238,9 +238,10 @@ def stateful_features(history: History, start_us: int, end_us: int) -> DataFrame
     features = (
         targets.withColumn("hour", _hour(F.col("ts_us")))
         .join(F.broadcast(risk), ["merchant_id", "hour"], "left")
-        .drop("hour")
+        .drop("hour", "ts_us")
     )
     missing = [name for name in STATEFUL_FEATURES if name not in features.columns]
     if missing:
         raise RuntimeError(f"Spark path lacks features {missing}")
-    return features
+    # Frames aggregate in double; the contract's dtype, which the model reads, is float32.
+    return features.withColumns({name: F.col(name).cast("float") for name in STATEFUL_FEATURES})

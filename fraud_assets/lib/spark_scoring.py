@@ -9,10 +9,11 @@ import pyarrow as pa
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from fraud_core.bundle import ModelBundle
 from fraud_core.features import MODEL_INPUT_COLUMNS
 
 PASSED_THROUGH = ("transaction_id", "card_id", "merchant_id", "amount", "timestamp", "is_fraud")
-SCORES = "score float, is_alert boolean, reasons string, model_version string"
+SCORES = "score float, is_alert boolean, reasons string"
 
 
 def score_column(onnx_bytes: bytes) -> Column:
@@ -39,22 +40,18 @@ def score_column(onnx_bytes: bytes) -> Column:
             if alert.any():
                 reasons[alert] = [",".join(r) for r in scorer.reasons(x[alert])]
             yield pa.StructArray.from_arrays(
-                [
-                    pa.array(scores, pa.float32()),
-                    pa.array(alert),
-                    pa.array(reasons, pa.string()),
-                    pa.array([scorer.version] * len(scores), pa.string()),
-                ],
-                names=["score", "is_alert", "reasons", "model_version"],
+                [pa.array(scores, pa.float32()), pa.array(alert), pa.array(reasons, pa.string())],
+                names=["score", "is_alert", "reasons"],
             )
 
     udf = F.arrow_udf(score, SCORES)  # type: ignore[call-overload]
     return udf(*MODEL_INPUT_COLUMNS)
 
 
-def scored(features: DataFrame, onnx_bytes: bytes) -> DataFrame:
-    """The passed-through columns of featurized rows plus their scores."""
+def scored(features: DataFrame, bundle: ModelBundle) -> DataFrame:
+    """The passed-through columns of featurized rows plus their scores and the model version
+    (a constant of the bundle, added in the JVM rather than shipped back with every row)."""
     with_inputs = features.withColumn("timestamp_us", F.unix_micros("timestamp"))
-    return with_inputs.select(*PASSED_THROUGH, score_column(onnx_bytes).alias("s")).select(
-        *PASSED_THROUGH, "s.*"
+    return with_inputs.select(*PASSED_THROUGH, score_column(bundle.onnx_bytes).alias("s")).select(
+        *PASSED_THROUGH, "s.*", F.lit(bundle.metadata.version).alias("model_version")
     )
