@@ -40,6 +40,10 @@ check-java: ## Spark needs Java 17 or newer on PATH
 spark-aot: install check-java ## Record the Spark driver's AOT cache for FRAUD_ASSETS_JAVA_HOME (a JDK 25+; about 2.5 min)
 	$(RUN) python -m fraud_assets.lib.jvm record
 
+.PHONY: spark-server
+spark-server: install check-java ## Keep a warm Spark Connect server on 127.0.0.1:15002 for nightly runs (FRAUD_ASSETS_SPARK_REMOTE=sc://127.0.0.1:15002)
+	$(RUN) python -m fraud_assets.lib.spark_connect --port 15002 --master 'local[*]'
+
 .PHONY: lock
 lock: $(UV) ## Re-resolve dependencies into uv.lock
 	$(UV) lock

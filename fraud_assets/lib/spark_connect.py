@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections.abc import Mapping
@@ -65,6 +66,9 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=Path("data/spark-connect"))
     args = parser.parse_args()
     use_spark_jdk()
+    # The server JVM runs in its own session: a supervisor's SIGTERM must stop it too, as
+    # Ctrl-C does, instead of leaving it behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server = LocalSparkConnect(args.folder, server_config(), args.master, args.port)
     server.start()
     print(f"Spark Connect at {server.url} (log: {server.log_path}); Ctrl-C stops it", flush=True)
