@@ -44,8 +44,8 @@ from fraud_core.features import N_FEATURES
 from fraud_core.landing import read_landing
 from fraud_core.local import LocalRedis, free_port, start_process, stop_process
 from fraud_core.model_store import ModelStore
+from fraud_core.online_store import load_history
 from serving.controllers.inference import INPUT_NAME
-from serving.online_loader import load_online_state
 
 console = Console()
 PROJECT = Path(__file__).resolve().parent.parent
@@ -205,7 +205,7 @@ def main() -> None:
     redis = LocalRedis(run)
     redis.start()
     try:
-        load_online_state(history, redis.url)
+        load_history(history, redis.url)
         port = free_port()
         env = {
             "FRAUD_SERVING_MODEL_STORE_DIR": str(store.root),

@@ -104,6 +104,11 @@ class LocalProcess:
         self.process = None
         return time.monotonic() - started
 
+    def exit_code(self) -> int | None:
+        """The process's exit status once it has ended by itself (-N: killed by signal N);
+        None while it runs or when none was started."""
+        return self.process.poll() if self.process is not None else None
+
     def kill(self) -> None:
         """SIGKILL: no shutdown at all."""
         if self.process is not None:

@@ -60,18 +60,6 @@ _card_decoder = msgspec.msgpack.Decoder(CardState)
 _merchant_decoder = msgspec.msgpack.Decoder(MerchantState)
 
 
-STATE_KEY_PREFIX = "fraudscale:state:v1"
-
-
-def card_key(card_id: str) -> str:
-    """Where a card's state lives in the online store (the stream writes, REST reads)."""
-    return f"{STATE_KEY_PREFIX}:card:{card_id}"
-
-
-def merchant_key(merchant_id: str) -> str:
-    return f"{STATE_KEY_PREFIX}:merchant:{merchant_id}"
-
-
 def encode_state(state: CardState | MerchantState) -> bytes:
     return _encoder.encode(state)
 
@@ -179,6 +167,36 @@ def _events(table: pa.Table) -> Iterator[tuple[int, int, int]]:
         order += [(int(t) + LABEL_DELAY_US, 0, i) for i, t in enumerate(ts)]
     order.sort()
     return iter(order)
+
+
+def end_states(
+    table: pa.Table, until_us: int | None = None
+) -> tuple[dict[str, CardState], dict[str, MerchantState]]:
+    """Every card's and merchant's state after the events of `table` before `until_us`.
+
+    The states `replay` leaves behind, without computing features: transactions with a
+    timestamp before `until_us` and labels known before it (all of them when None). What a
+    stream worker or the online store starts warm from, so that the first live transaction
+    after `until_us` gets the features the batch path gives it.
+    """
+    cards: dict[str, CardState] = {}
+    merchants: dict[str, MerchantState] = {}
+    card_ids = table.column("card_id").to_pylist()
+    merchant_ids = table.column("merchant_id").to_pylist()
+    amounts = table.column("amount").to_pylist()
+    countries = table.column("country").to_pylist()
+    frauds = table.column("is_fraud").to_pylist() if "is_fraud" in table.column_names else None
+    for t, kind, i in _events(table):
+        if until_us is not None and t >= until_us:
+            break
+        if kind == 0:
+            assert frauds is not None
+            merchant = merchants.setdefault(merchant_ids[i], MerchantState())
+            add_label(merchant, t, bool(frauds[i]))
+        else:
+            event = CardEvent(t, amounts[i], merchant_ids[i], countries[i])
+            add_card_event(cards.setdefault(card_ids[i], CardState()), event)
+    return cards, merchants
 
 
 def replay(

@@ -18,9 +18,9 @@ from rich.table import Table
 
 from fraud_core.landing import read_landing
 from fraud_core.local import LocalRedis
+from fraud_core.online_store import load_history
 from serving.app import create_app
 from serving.local import running_server
-from serving.online_loader import load_online_state
 from serving.settings import ServingSettings
 
 console = Console()
@@ -43,7 +43,7 @@ def main(
             local_redis.start()
             stack.callback(local_redis.kill)
             redis_url = local_redis.url
-            cards, merchants = load_online_state(history.slice(0, pick), redis_url)
+            cards, merchants = load_history(history.slice(0, pick), redis_url)
             console.print(
                 f"online store: {cards:,} card and {merchants:,} merchant states in Redis"
             )

@@ -1,16 +1,18 @@
 """The work: score transactions, fold labels into merchant risk, watch for new models.
 
 Transactions arrive in lists straight from each fetch (`streaming.delivery`), at most
-FRAUD_STREAM_BATCH_MAX at a time; labels, a far smaller stream, through a Faust agent's
-`take_events` (waiting at most FRAUD_STREAM_BATCH_WAIT_MS). A batch is acknowledged only after
-its outputs and state writes are handed to the producer, and Faust flushes the producer
-before it commits offsets: a crash loses no record, and a record redelivered after a crash is
-scored again (same score, same transaction_id key) without touching the tables twice.
+FRAUD_STREAM_BATCH_MAX at a time, and each list goes through one `Checkpoint` (score, produce
+outputs and changelog, flush, acknowledge; Faust commits). Labels, a far smaller stream, come
+through a Faust agent's `take_events` (waiting at most FRAUD_STREAM_BATCH_WAIT_MS); Faust
+acknowledges them and flushes the producer before it commits. A crash loses no record, and a
+record redelivered after a crash gets the score it got the first time without touching the
+tables twice (`streaming.scoring`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -18,23 +20,28 @@ from typing import cast
 
 import msgspec
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
 from faust.streams import Stream
 from faust.transport.drivers.aiokafka import Producer as KafkaProducer
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StreamT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from fraud_core.features import CARD_RETENTION_US, DAY_US, MERCHANT_RETENTION_US
+from fraud_core.online_store import queue_states
 from fraud_core.scorer import Scorer
-from fraud_core.state import CardState, MerchantState, card_key, encode_state, merchant_key
+from fraud_core.state import CardState, MerchantState
 from streaming import metrics
 from streaming.app import app, models, settings
+from streaming.checkpoint import Checkpoint
+from streaming.delivery import Consumer
 from streaming.outbox import Outbox
 from streaming.scoring import (
     Alert,
+    CardEntry,
     DeadLetter,
     Record,
+    ScoredBatch,
     apply_labels,
     decode_card_entry,
     decode_merchant_entry,
@@ -64,7 +71,7 @@ def _records(events: Sequence[EventT]) -> list[Record]:
 
 async def _send(outbox: Outbox) -> None:
     """Hand a batch's records to the Kafka producer (Faust flushes it before committing)."""
-    await outbox.flush(cast(KafkaProducer, app.producer)._ensure_producer())
+    await outbox.flush(_producer())
 
 
 def _dead_letters(outbox: Outbox, dead: Sequence[DeadLetter]) -> None:
@@ -113,14 +120,7 @@ class OnlineStateWriter:
             metrics.redis_errors.inc()
             return
         pipe = self.client.pipeline(transaction=False)
-        for card_id, card in cards.items():
-            pipe.set(card_key(card_id), encode_state(card), px=(CARD_RETENTION_US + DAY_US) // 1000)
-        for merchant_id, merchant in merchants.items():
-            pipe.set(
-                merchant_key(merchant_id),
-                encode_state(merchant),
-                px=(MERCHANT_RETENTION_US + DAY_US) // 1000,
-            )
+        queue_states(pipe, cards, merchants)
         try:
             await pipe.execute()
         except (RedisError, OSError) as exc:
@@ -133,6 +133,10 @@ class OnlineStateWriter:
 online_state = OnlineStateWriter(settings.redis_url)
 
 
+def _card_entry(card_id: str) -> CardEntry:
+    return decode_card_entry(card_to_state.get(card_id.encode()))
+
+
 def _merchant_state(merchant_id: str) -> MerchantState:
     return decode_merchant_entry(merchant_to_risk.get(merchant_id.encode())).state
 
@@ -140,39 +144,71 @@ def _merchant_state(merchant_id: str) -> MerchantState:
 app.batches.subscribe(transactions_topic)
 
 
+def _producer() -> AIOKafkaProducer:
+    return cast(KafkaProducer, app.producer)._ensure_producer()
+
+
+checkpoint = Checkpoint(_producer, app.crash, kill_at=settings.kill_at)
+
+
+def _transaction_outputs(batch: ScoredBatch) -> Outbox:
+    """Scores, alerts, dead letters and the changed card entries, as one outbox."""
+    outbox = Outbox()
+    _dead_letters(outbox, batch.dead)
+    for transaction, score in zip(batch.transactions, batch.scores, strict=True):
+        key = transaction.transaction_id.encode()
+        outbox.add(_SCORES, key, _json.encode(score))
+        if score.decision == "alert":
+            alert = Alert(transaction=transaction, score=score)
+            outbox.add(_ALERTS, key, _json.encode(alert))
+            metrics.alerts.inc()
+    for card_id, (partition, entry) in batch.cards.items():
+        write_entry(outbox, card_to_state, partition, card_id, encode_entry(entry))
+    return outbox
+
+
+def _applied_until(source: str, newest: dict[int, int]) -> None:
+    for partition, ts_us in newest.items():
+        metrics.applied_until.labels(source, str(partition)).set(ts_us / 1_000_000)
+
+
 @app.task
 async def transactions_to_scores() -> None:
     """Score every transaction; alerts and dead letters on the side; card state in the table."""
     await _outputs_declared.wait()
+    source = transactions_topic.get_topic_name()
+    consumer = cast(Consumer, app.consumer)
+
+    def committed(partition: int) -> int:
+        return consumer.committed_offset(TP(source, partition))
+
     async for messages in app.batches.batches(settings.batch_max):
         records = [Record.of(m) for m in messages]
         scorer = await _published_model()
-        batch = score_transactions(
-            records,
-            scorer,
-            lambda card_id: decode_card_entry(card_to_state.get(card_id.encode())),
-            _merchant_state,
-            reasons=settings.reasons,
+        batch = await checkpoint.run(
+            functools.partial(
+                score_transactions,
+                records,
+                scorer,
+                _card_entry,
+                _merchant_state,
+                committed=committed,
+                reasons=settings.reasons,
+            ),
+            _transaction_outputs,
+            functools.partial(app.batches.ack, messages),
         )
-        outbox = Outbox()
-        _dead_letters(outbox, batch.dead)
-        for transaction, score in zip(batch.transactions, batch.scores, strict=True):
-            key = transaction.transaction_id.encode()
-            outbox.add(_SCORES, key, _json.encode(score))
-            if score.decision == "alert":
-                alert = Alert(transaction=transaction, score=score)
-                outbox.add(_ALERTS, key, _json.encode(alert))
-                metrics.alerts.inc()
-        for card_id, (partition, entry) in batch.cards.items():
-            write_entry(outbox, card_to_state, partition, card_id, encode_entry(entry))
-        await _send(outbox)
         await online_state.write({c: e.state for c, (_, e) in batch.cards.items()}, {})
-        app.batches.ack(messages)
         now = time.time()
         for message in messages:
             metrics.lag_seconds.observe(max(0.0, now - message.timestamp))
         metrics.transactions.inc(len(batch.scores))
         metrics.batch_size.observe(len(batch.scores))
+        if batch.redelivered:
+            remembered = batch.redelivered - batch.unremembered
+            metrics.redelivered.labels("first").inc(remembered)
+            metrics.redelivered.labels("state").inc(batch.unremembered)
+        _applied_until("transactions", batch.newest)
 
 
 @app.agent(labels_topic)
@@ -192,6 +228,7 @@ async def apply_labels_agent(stream: StreamT[bytes]) -> None:
         await _send(outbox)
         await online_state.write({}, {m: e.state for m, (_, e) in batch.merchants.items()})
         metrics.labels.inc(batch.labels)
+        _applied_until("labels", batch.newest)
 
 
 def _record_model() -> None:

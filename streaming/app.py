@@ -22,7 +22,7 @@ from streaming.settings import StreamSettings
 
 settings = StreamSettings.from_env()
 log = logging.getLogger("streaming")
-datadir = Path(settings.data_dir) / f"worker-{settings.web_port}"
+datadir = Path(settings.data_dir)
 datadir.mkdir(parents=True, exist_ok=True)
 
 
@@ -65,7 +65,7 @@ app = App(
     web_port=settings.web_port,
     web_bind="127.0.0.1",
     topic_partitions=settings.partitions,
-    topic_replication_factor=1,
+    topic_replication_factor=settings.replication_factor,
     processing_guarantee="at_least_once",
     consumer_auto_offset_reset="earliest",
     broker_session_timeout=settings.session_timeout_seconds,

@@ -25,7 +25,7 @@ Other topics (labels, table changelogs) take Faust's normal path.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar, cast
 
 import faust
@@ -77,7 +77,35 @@ class BatchQueue:
 
 
 class Consumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer with the fetch loop delivering batch topics as lists."""
+    """Faust's aiokafka consumer with the fetch loop delivering batch topics as lists, and
+    the offsets known to be committed.
+
+    `committed_offset(tp)` is the offset a restarted worker would read `tp` from: what the
+    broker returned when the partition was assigned, then each commit that succeeded. Faust's
+    own `_committed_offset` also moves when a commit fails, so it cannot say what is safe to
+    forget.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._durable: dict[TP, int] = {}
+
+    def committed_offset(self, tp: TP) -> int:
+        """The next offset of `tp` after the last commit known to have succeeded (0: none)."""
+        return self._durable.get(tp, 0)
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        offsets = await super().seek_to_committed()
+        self._durable.update(
+            {TP(tp.topic, tp.partition): o for tp, o in offsets.items() if o is not None and o > 0}
+        )
+        return offsets
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        done = await super()._commit(offsets)
+        if done:
+            self._durable.update(offsets)
+        return done
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover
         # Faust's `Consumer._drain_messages` (faust-streaming 0.15), with the batch topics'

@@ -1,7 +1,12 @@
-"""`make demo`, stream part: a real Kafka broker and a Faust worker score the last simulated day.
+"""`make demo`, stream part: a real Kafka broker and a Faust worker score the last simulated
+day, warm from the history before it, and agree with the batch path on every transaction.
 
-Labels known before that day go to the labels topic first (merchant risk), then the day's
-transactions (plus two broken records, which end up in the dead-letter topic) in time order.
+1. Warm start (streaming.warm): every card's and merchant's state before the last day goes
+   into the tables' changelogs and Redis; nothing is scored.
+2. A worker starts and restores those tables; the labels that become known during the day go
+   to the labels topic, then the day's transactions (plus two broken records, which end up in
+   the dead-letter topic) in time order.
+3. Each stream score is compared with the batch path's `scored_transactions` of that day.
 """
 
 from __future__ import annotations
@@ -15,49 +20,88 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+import pyarrow.dataset as ds
 from rich.console import Console
 from rich.table import Table
 
-from fraud_core.features import DAY_US, LABEL_DELAY_US
-from fraud_core.landing import read_landing
+from fraud_core.features import DAY_US
 from fraud_core.local import LocalRedis, wait_until
-from fraud_core.schema import timestamps_us
+from fraud_core.schema import from_micros, timestamps_us
+from fraud_core.scoring import Score
 from streaming.broker import LocalKafka
 from streaming.local import LocalWorker, consume, label_records, produce, transaction_records
 from streaming.scoring import Alert
+from streaming.settings import StreamSettings
+from streaming.warm import history_until, report, warm_start
 
 console = Console()
 # aiokafka logs an ERROR while a topic it produces to is still being created: noise here.
 logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
-def main(landing: str = "data/landing", models: str = "data/models") -> int:
-    history = read_landing(landing).sort_by("timestamp")
+def batch_scores(warehouse: Path, day: str) -> dict[str, float]:
+    """The batch path's score of each transaction of `day` (scored_transactions)."""
+    folder = warehouse / "scored_transactions" / f"day={day}"
+    table = ds.dataset(folder, format="parquet", partitioning="hive").to_table(
+        columns=["transaction_id", "score"]
+    )
+    return dict(zip(table["transaction_id"].to_pylist(), table["score"].to_pylist(), strict=True))
+
+
+def agreement(stream: dict[str, float], batch: dict[str, float], threshold: float) -> Table:
+    """Stream against batch for every transaction of the day."""
+    common = sorted(stream.keys() & batch.keys())
+    s = np.asarray([stream[t] for t in common], dtype=np.float32)
+    b = np.asarray([batch[t] for t in common], dtype=np.float32)
+    cut = np.float32(threshold)
+    table = Table(title="stream vs batch, every transaction of the day")
+    for column in ("compared", "stream only", "batch only", "max |Δ|",
+                   "alerts stream", "alerts batch", "in both"):  # fmt: skip
+        table.add_column(column, justify="right")
+    table.add_row(
+        f"{len(common):,}", f"{len(stream.keys() - batch.keys()):,}",
+        f"{len(batch.keys() - stream.keys()):,}",
+        f"{float(np.abs(s - b).max()) if common else 0.0:.3g}",
+        f"{int((s >= cut).sum()):,}", f"{int((b >= cut).sum()):,}",
+        f"{int(((s >= cut) & (b >= cut)).sum()):,}",
+    )  # fmt: skip
+    return table
+
+
+def main(
+    landing: str = "data/landing", models: str = "data/models", warehouse: str = "data/warehouse"
+) -> int:
+    history, end_us, _ = history_until(landing, None)
+    day_start = end_us - DAY_US
     ts = timestamps_us(history.column("timestamp"))
-    day_start = (int(ts.max()) // DAY_US) * DAY_US
     day = history.slice(int(np.searchsorted(ts, day_start)))
-    known = history.slice(0, int(np.searchsorted(ts, day_start - LABEL_DELAY_US)))
+    day_name = from_micros(day_start).date().isoformat()
     with tempfile.TemporaryDirectory() as folder:
         broker = LocalKafka(Path(folder) / "kafka")
         redis = LocalRedis(Path(folder))
         broker.start()
         redis.start()
-        worker = LocalWorker(
-            Path(folder),
-            {
-                "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-                "FRAUD_STREAM_MODEL_STORE_DIR": models,
-                "FRAUD_STREAM_REDIS_URL": redis.url,
-                "FRAUD_STREAM_LOG_LEVEL": "warn",
-            },
-        )
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "FRAUD_STREAM_MODEL_STORE_DIR": models,
+            "FRAUD_STREAM_REDIS_URL": redis.url,
+            "FRAUD_STREAM_LOG_LEVEL": "warn",
+        }
+        worker = LocalWorker(Path(folder), env)
         try:
             console.print(f"Kafka broker on {broker.bootstrap}; Redis on {redis.url}")
+            warmed = warm_start(StreamSettings.from_env(env), landing, day_start)
+            console.print(
+                f"warm start: {warmed.rows:,} transactions before {day_name} replayed into "
+                f"{warmed.cards:,} card and {warmed.merchants:,} merchant states, no scores"
+            )
+            console.print(report(warmed))
             worker.start()
             console.print(f"stream worker up, /metrics on http://127.0.0.1:{worker.web_port}")
             labels = asyncio.run(
-                produce(broker.bootstrap, "fraudscale.labels", label_records(known))
-            )
+                produce(broker.bootstrap, "fraudscale.labels",
+                        label_records(history, since_us=day_start, until_us=end_us))
+            )  # fmt: skip
             wait_until(
                 lambda: worker.metric("fraudscale_stream_labels_total") >= labels, "labels", 120
             )
@@ -67,7 +111,7 @@ def main(landing: str = "data/landing", models: str = "data/models") -> int:
             sent = asyncio.run(
                 produce(broker.bootstrap, "fraudscale.transactions", records + broken)
             )
-            scores = asyncio.run(
+            scored = asyncio.run(
                 consume(
                     broker.bootstrap, "fraudscale.scores", until=len(records),
                     timeout=600, distinct_keys=True,
@@ -85,18 +129,20 @@ def main(landing: str = "data/landing", models: str = "data/models") -> int:
             redis.kill()
             broker.stop()
 
-    frauds = dict(
-        zip(day.column("transaction_id").to_pylist(), day.column("is_fraud").to_pylist(),
-            strict=True)
-    )  # fmt: skip
+    scores = [msgspec.json.decode(r.value, type=Score) for r in scored]
+    stream = {s.transaction_id: s.score for s in scores}
+    frauds = dict(zip(day["transaction_id"].to_pylist(), day["is_fraud"].to_pylist(), strict=True))
     decoded = [msgspec.json.decode(a.value, type=Alert) for a in alerts]
     caught = sum(frauds.get(a.transaction.transaction_id, False) for a in decoded)
     console.print(
-        f"{labels:,} labels, then {sent:,} records ({len(broken)} broken) in; "
-        f"{len(scores):,} scores out in {elapsed:.1f} s ({len(scores) / elapsed:,.0f}/s "
-        f"end to end, produce included); {len(decoded)} alerts, {caught} of them confirmed "
-        f"fraud; {len(dead)} dead letters"
+        f"{labels:,} labels known during {day_name}, then {sent:,} records ({len(broken)} "
+        f"broken) in; {len(stream):,} scores out in {elapsed:.1f} s "
+        f"({len(stream) / elapsed:,.0f}/s end to end, produce included); {len(decoded)} "
+        f"alerts, {caught} of them confirmed fraud; {len(dead)} dead letters"
     )
+    threshold = scores[0].threshold if scores else 1.0
+    batch = batch_scores(Path(warehouse), day_name)
+    console.print(agreement(stream, batch, threshold))
     table = Table(title="top alerts from the stream")
     for column in ("transaction", "card", "amount", "score", "fraud", "reasons"):
         table.add_column(column)
@@ -113,7 +159,8 @@ def main(landing: str = "data/landing", models: str = "data/models") -> int:
             f"dead letter {letter.value[:40]!r}: {headers['error.field'].decode()!r} "
             f"{headers['error.reason'].decode()}"
         )
-    return 0 if len(scores) == len(records) else 1
+    agree = stream.keys() == batch.keys() and all(abs(stream[t] - batch[t]) <= 1e-6 for t in stream)
+    return 0 if len(stream) == len(records) and agree else 1
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ class LocalWorker(LocalProcess):
         self.web_port = web_port or free_port()
         self.env = {
             **os.environ,
-            "FRAUD_STREAM_DATA_DIR": str(folder / "faust"),
+            "FRAUD_STREAM_DATA_DIR": str(folder / f"faust-{self.web_port}"),
             **env,
             "FRAUD_STREAM_WEB_PORT": str(self.web_port),
         }
@@ -87,8 +87,11 @@ def transaction_records(table: pa.Table) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def label_records(table: pa.Table) -> list[tuple[bytes, bytes]]:
-    """(merchant_id key, JSON LabelEvent) per labelled row, known LABEL_DELAY_US after it."""
+def label_records(
+    table: pa.Table, since_us: int | None = None, until_us: int | None = None
+) -> list[tuple[bytes, bytes]]:
+    """(merchant_id key, JSON LabelEvent) per labelled row, known LABEL_DELAY_US after it, in
+    row order; only those known in [since_us, until_us) when given."""
     ts = timestamps_us(table.column("timestamp"))
     out = []
     for tid, merchant, fraud, t in zip(
@@ -98,10 +101,14 @@ def label_records(table: pa.Table) -> list[tuple[bytes, bytes]]:
         ts,
         strict=True,
     ):
+        known = int(t) + LABEL_DELAY_US
+        before = since_us is not None and known < since_us
+        if before or (until_us is not None and known >= until_us):
+            continue
         label = {
             "transaction_id": tid,
             "merchant_id": merchant,
-            "label_time": from_micros(int(t) + LABEL_DELAY_US),
+            "label_time": from_micros(known),
             "is_fraud": fraud,
         }
         out.append((merchant.encode(), _json.encode(label)))

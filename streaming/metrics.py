@@ -52,3 +52,19 @@ assigned_partitions = Gauge(
     "Partitions of the transactions topic this worker owns (the group splits them).",
     registry=registry,
 )
+redelivered = Counter(
+    "fraudscale_stream_redelivered",
+    "Transactions received again after a crash or a rebalance (applied before), by what they "
+    "were scored from: 'first' (the features of their first scoring, kept until committed) or "
+    "'state' (no longer kept: the group's offsets were reset).",
+    ["scored_from"],
+    registry=registry,
+)
+applied_until = Gauge(
+    "fraudscale_stream_applied_until_seconds",
+    "Per input partition: the newest transaction time applied to card state "
+    "(source=transactions) or the newest label time applied to merchant state "
+    "(source=labels), in Unix seconds. Warm starts report theirs the same way.",
+    ["source", "partition"],
+    registry=registry,
+)

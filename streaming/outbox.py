@@ -9,9 +9,11 @@ put them and consumers see the same per-key order.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
@@ -47,12 +49,14 @@ class Outbox:
         """Queue one record; `partition` None means the key's partition."""
         self._topics[topic].append((key, value, partition, list(headers)))
 
-    async def flush(self, producer: AIOKafkaProducer) -> None:
-        """Submit every queued record to `producer`.
+    async def flush(self, producer: AIOKafkaProducer) -> list[asyncio.Future[Any]]:
+        """Submit every queued record to `producer`; returns one future per record batch,
+        done when the broker has acknowledged it.
 
         The records are in the producer's accumulator when this returns, so a later
-        `producer.flush()` (Faust's, before it commits offsets) waits for them."""
+        `producer.flush()` (Faust's, before it commits offsets) waits for them too."""
         topics, self._topics = self._topics, defaultdict(list)
+        sent: list[asyncio.Future[Any]] = []
         for topic, records in topics.items():
             count = len(await producer.partitions_for(topic))
             by_partition: dict[int, list[tuple[bytes | None, bytes, Headers]]] = defaultdict(list)
@@ -69,7 +73,8 @@ class Outbox:
                     ):
                         if batch.record_count() == 0:
                             raise ValueError(f"a record for {topic} is larger than a batch")
-                        await producer.send_batch(batch, topic, partition=partition)
+                        sent.append(await producer.send_batch(batch, topic, partition=partition))
                         batch = producer.create_batch()
                 if batch.record_count():
-                    await producer.send_batch(batch, topic, partition=partition)
+                    sent.append(await producer.send_batch(batch, topic, partition=partition))
+        return sent

@@ -5,10 +5,22 @@ state with the fraud_core reference implementation in offset order, score the ba
 onnxruntime call, and say which states changed. The agents feed it records and write what it
 returns to the output topics, the tables and Redis.
 
-Idempotent state: each table entry remembers the last input offset applied to it. After a
-crash, Kafka redelivers records past the last committed offset; those already applied are
-scored again from the same state (a card window only looks at strictly earlier transactions)
-and not applied twice, so the tables always equal one replay of the input.
+Redelivery. Kafka redelivers every record after the last committed offset when a worker
+dies, but the table entries a worker wrote to the changelog before it died may already hold
+later records (the changelog is written before offsets are committed). A redelivered record
+must not be applied twice, and must be scored from the state it was first scored from, not
+from the later one: trimming to the 7-day horizon of a later transaction drops entries
+inside its windows, a later transaction with an earlier timestamp would enter them, and
+labels applied meanwhile would change its merchant risk.
+
+So each card entry keeps, besides its state and the last input offset applied to it, the
+stateful features of every transaction applied to it whose offset is not yet committed
+(`CardEntry.uncommitted`). These travel with the entry through the changelog. A record at or
+below the entry's offset was applied before: it is scored again from its remembered features,
+exactly as it was the first time (merchant features included), and the state is left alone.
+A write drops what the committed offset of its partition puts beyond redelivery; until the
+worker knows that offset (before its first commit) it drops nothing. The tables therefore
+always equal one replay of the input, and every score of a transaction is the same score.
 """
 
 from __future__ import annotations
@@ -32,11 +44,21 @@ from fraud_core.state import (
 )
 
 
+class Applied(msgspec.Struct, array_like=True):
+    """A transaction applied to a card's state whose offset may still be redelivered: its
+    input offset and the stateful features it was scored with."""
+
+    offset: int
+    features: list[float]
+
+
 class CardEntry(msgspec.Struct, array_like=True):
     """A card's state in the card table, with the last transactions offset applied to it."""
 
     offset: int
     state: CardState
+    uncommitted: list[Applied] = msgspec.field(default_factory=list)
+    """Transactions applied to `state` whose offsets are not known to be committed."""
 
 
 class MerchantEntry(msgspec.Struct, array_like=True):
@@ -137,6 +159,17 @@ class ScoredBatch:
     dead: list[DeadLetter]
     cards: dict[str, tuple[int, CardEntry]] = field(default_factory=dict)
     """Card entries this batch changed, by card: (input partition, entry); write each once."""
+    redelivered: int = 0
+    """Transactions applied before (a redelivery): scored again from their first features."""
+    unremembered: int = 0
+    """Redelivered transactions whose first features were no longer kept (their offset was
+    committed, so only a reset of the group's offsets replays them): scored from the state."""
+    newest: dict[int, int] = field(default_factory=dict)
+    """Per input partition, the newest event time (us) this batch applied to card state."""
+
+
+def _no_commit_known(partition: int) -> int:
+    return 0
 
 
 def score_transactions(
@@ -145,33 +178,52 @@ def score_transactions(
     card_entry: Callable[[str], CardEntry],
     merchant_state: Callable[[str], MerchantState],
     *,
+    committed: Callable[[int], int] = _no_commit_known,
     reasons: int = 3,
 ) -> ScoredBatch:
-    """Scores for a batch of transaction records, in order, and the card entries it changed."""
+    """Scores for a batch of transaction records, in order, and the card entries it changed.
+
+    `committed(partition)` is the input partition's committed offset (the next one a
+    restarted worker reads): features remembered for lower offsets are dropped.
+    """
     valid, dead = _decode(records, Transaction, "card_id")
     touched: dict[str, tuple[int, CardEntry]] = {}
     merchants: dict[str, MerchantState] = {}
     stateful: list[list[float]] = []
+    redelivered = unremembered = 0
+    newest: dict[int, int] = {}
     for record, t in valid:
         if t.card_id not in touched:
             touched[t.card_id] = (record.partition, card_entry(t.card_id))
         entry = touched[t.card_id][1]
+        if record.offset <= entry.offset:  # applied before a crash or a rebalance
+            redelivered += 1
+            first = next((a.features for a in entry.uncommitted if a.offset == record.offset), None)
+            if first is not None:
+                stateful.append(first)
+                continue
+            unremembered += 1
         merchant = merchants.get(t.merchant_id)
         if merchant is None:
             merchant = merchants[t.merchant_id] = merchant_state(t.merchant_id)
         event = card_event(t)
-        stateful.append(
-            card_features(entry.state, event) + merchant_features(merchant, t.timestamp_us)
-        )
-        if record.offset > entry.offset:  # not applied before a crash
+        features = card_features(entry.state, event) + merchant_features(merchant, t.timestamp_us)
+        stateful.append(features)
+        if record.offset > entry.offset:
             add_card_event(entry.state, event)
             entry.offset = record.offset
+            entry.uncommitted.append(Applied(record.offset, features))
+            newest[record.partition] = max(newest.get(record.partition, 0), event.ts_us)
+    for partition, entry in touched.values():
+        floor = committed(partition)
+        if entry.uncommitted and entry.uncommitted[0].offset < floor:
+            entry.uncommitted = [a for a in entry.uncommitted if a.offset >= floor]
     transactions = [t for _, t in valid]
     if not transactions:
         return ScoredBatch([], [], dead)
     x = transaction_matrix(transactions, stateful)
     scores = build_scores(scorer, transactions, x, scorer.score(x), reasons=reasons)
-    return ScoredBatch(scores, transactions, dead, touched)
+    return ScoredBatch(scores, transactions, dead, touched, redelivered, unremembered, newest)
 
 
 @dataclass
@@ -180,6 +232,8 @@ class LabelledBatch:
     dead: list[DeadLetter]
     merchants: dict[str, tuple[int, MerchantEntry]]
     """Merchant entries this batch changed: (input partition, entry)."""
+    newest: dict[int, int] = field(default_factory=dict)
+    """Per input partition, the newest label time (us) this batch applied."""
 
 
 def apply_labels(
@@ -188,6 +242,7 @@ def apply_labels(
     """Fold a batch of label records into merchant states; returns the entries it changed."""
     valid, dead = _decode(records, LabelEvent, "merchant_id")
     touched: dict[str, tuple[int, MerchantEntry]] = {}
+    newest: dict[int, int] = {}
     applied = 0
     for record, label in valid:
         if label.merchant_id not in touched:
@@ -197,4 +252,5 @@ def apply_labels(
             add_label(entry.state, label.label_time_us, label.is_fraud)
             entry.offset = record.offset
             applied += 1
-    return LabelledBatch(applied, dead, touched)
+            newest[record.partition] = max(newest.get(record.partition, 0), label.label_time_us)
+    return LabelledBatch(applied, dead, touched, newest)

@@ -11,6 +11,11 @@ from fraud_core.settings import settings_from_env
 
 PREFIX = "FRAUD_STREAM_"
 
+CARD_TABLE = "card_to_state"
+"""The card table (partitioned like the transactions topic, by card_id)."""
+MERCHANT_TABLE = "merchant_to_risk"
+"""The merchant table (global; its changelog partitioned like the labels topic)."""
+
 
 class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     broker: str = "127.0.0.1:9092"
@@ -21,6 +26,8 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Topics are <prefix>.transactions, .labels, .scores, .alerts and .dead-letters."""
     partitions: int = 4
     """Partitions of the topics the app creates; the most workers that can share the load."""
+    replication_factor: int = 1
+    """Replicas of each topic the app creates (3 on a production cluster)."""
     model_store_dir: str = "data/models"
     """The local model store the asset graph publishes to (its CHAMPION pointer is watched)."""
     model_poll_seconds: float = 1.0
@@ -35,7 +42,9 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     reasons: int = 3
     """How many top reasons each score carries."""
     data_dir: str = ".faust"
-    """Faust's local folder (one sub-folder per worker web port)."""
+    """This worker's own local folder (Faust's table stores and offsets). Workers on one
+    machine need one each; a restarted worker (a pod with its volume) finds its folder again
+    here, whatever web port it gets."""
     web_port: int = 6066
     """Each worker binds its own port (Faust's web server: /metrics and the worker's status)."""
     session_timeout_seconds: float = 10.0
@@ -49,6 +58,10 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     leaving the group) before it exits anyway, e.g. when the broker is gone. Nothing is lost:
     uncommitted input is processed again by whoever gets the partitions."""
     log_level: str = "info"
+    kill_at: str = ""
+    """Fault injection for tests: "<step>:<n>" makes the worker SIGKILL itself right after
+    step <step> (score, produce, flush, acknowledge) of its n-th batch
+    (streaming.checkpoint). Empty in production."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StreamSettings:
@@ -60,3 +73,7 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"
+
+    def changelog(self, table: str) -> str:
+        """The changelog topic Faust keeps `table` in."""
+        return f"{self.app_id}-{table}-changelog"

@@ -19,9 +19,10 @@ from faust.types import TableT
 
 from streaming.app import app
 from streaming.outbox import Outbox
+from streaming.settings import CARD_TABLE, MERCHANT_TABLE
 
 card_to_state = app.Table(
-    "card_to_state",
+    CARD_TABLE,
     key_type=bytes,
     value_type=bytes,
     help="card_id -> CardEntry: the card's transactions in the last 7 days.",
@@ -29,7 +30,7 @@ card_to_state = app.Table(
 """Partitioned like the transactions topic (keyed by card_id): each worker holds its cards."""
 
 merchant_to_risk = app.GlobalTable(
-    "merchant_to_risk",
+    MERCHANT_TABLE,
     key_type=bytes,
     value_type=bytes,
     help="merchant_id -> MerchantEntry: labels counted per hour of label time.",

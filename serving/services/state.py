@@ -10,14 +10,8 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from fraud_core.state import (
-    CardState,
-    MerchantState,
-    card_key,
-    decode_card_state,
-    decode_merchant_state,
-    merchant_key,
-)
+from fraud_core.online_store import card_key, merchant_key
+from fraud_core.state import CardState, MerchantState, decode_card_state, decode_merchant_state
 
 log = logging.getLogger(__name__)
 

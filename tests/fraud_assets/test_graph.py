@@ -218,7 +218,8 @@ def test_online_state_loads_end_of_day_states_into_redis(
     import redis
 
     from fraud_assets.defs.resources import OnlineStoreResource
-    from fraud_core.state import card_key, decode_card_state, decode_merchant_state, merchant_key
+    from fraud_core.online_store import card_key, merchant_key
+    from fraud_core.state import decode_card_state, decode_merchant_state
 
     resources = dict(platform["resources"])
     unset = run_range(instance, resources, ["online_state"], DAYS[-1], DAYS[-1])

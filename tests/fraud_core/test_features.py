@@ -28,6 +28,7 @@ from fraud_core.state import (
     decode_card_state,
     decode_merchant_state,
     encode_state,
+    end_states,
     merchant_features,
     replay,
 )
@@ -211,3 +212,18 @@ def test_replay_continues_from_given_states() -> None:
     second = replay(history_table(rows[3:]), cards, merchants)
     for name in STATEFUL_FEATURES:
         assert [*first[name], *second[name]] == whole[name].tolist()
+
+
+def test_end_states_are_the_states_replay_leaves_and_stop_at_the_cut(history: pa.Table) -> None:
+    cards: dict[str, CardState] = {}
+    merchants: dict[str, MerchantState] = {}
+    replay(history, cards, merchants)
+    end_cards, end_merchants = end_states(history)
+    assert end_cards == cards
+    assert end_merchants == {m: s for m, s in merchants.items() if s.hours}
+    ts = np.asarray(history.column("timestamp").cast(pa.int64()))
+    cut = int(ts[len(ts) // 2])
+    before_cards, before_merchants = end_states(history, cut)
+    assert max(max(s.ts) for s in before_cards.values()) < cut
+    assert max(s.hours[-1] for s in before_merchants.values()) <= cut // HOUR
+    assert sum(len(s.ts) for s in before_cards.values()) < sum(len(s.ts) for s in cards.values())

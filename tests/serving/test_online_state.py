@@ -15,10 +15,10 @@ from litestar.testing import TestClient
 from fraud_core.features import arrow_columns, feature_matrix
 from fraud_core.local import LocalRedis
 from fraud_core.model_store import ModelStore
+from fraud_core.online_store import CARD_STATE_TTL_MS, card_key, load_history
 from fraud_core.scorer import Scorer
 from fraud_core.state import replay
 from serving.app import create_app
-from serving.online_loader import load_online_state
 from serving.settings import ServingSettings
 
 pytestmark = pytest.mark.integration
@@ -44,9 +44,12 @@ def test_rest_score_equals_the_reference_given_the_same_history(
     rows = pc.indices_nonzero(pc.equal(history.column("card_id"), busiest)).to_pylist()
     target = rows[-1]
     row = history.slice(target, 1).to_pylist()[0]
-    cards, merchants = load_online_state(history.slice(0, target), redis_server.url)
+    cards, merchants = load_history(history.slice(0, target), redis_server.url)
     assert cards > 100
     assert merchants > 10
+    stored = redis.Redis.from_url(redis_server.url)
+    ttl_ms = stored.pttl(card_key(busiest))
+    assert CARD_STATE_TTL_MS - 60_000 < ttl_ms <= CARD_STATE_TTL_MS  # every writer sets it
     expected = Scorer(trained.bundle).score(
         feature_matrix({**arrow_columns(history), **replay(history)})[target : target + 1]
     )[0]

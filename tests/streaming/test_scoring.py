@@ -5,10 +5,12 @@ from __future__ import annotations
 import copy
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
+from fraud_core.schema import timestamps_us
 from fraud_core.scorer import Scorer
-from fraud_core.state import CardState, MerchantState, replay
+from fraud_core.state import CardState, MerchantState, end_states, replay
 from streaming.local import label_records, transaction_records
 from streaming.scoring import (
     CardEntry,
@@ -50,6 +52,50 @@ def test_a_redelivered_batch_scores_the_same_and_changes_no_state(
     replayed: dict[str, CardState] = {}
     replay(table, replayed)
     assert {c: decode_card_entry(b).state for c, b in before.items()} == replayed
+
+
+def test_a_transaction_redelivered_after_later_ones_were_applied_gets_its_first_score(
+    history: pa.Table, trained
+) -> None:  # type: ignore[no-untyped-def]
+    """The crash the changelog allows: the worker applied (and wrote) later transactions of
+    a card, 8 days on, which trimmed its state, then died before committing. The redelivered
+    transactions are scored from their first features, not from the trimmed state, until
+    their offsets are committed; then nothing of them is kept."""
+    table = history.drop_columns(["is_fraud"])
+    busiest = max(pc.value_counts(table["card_id"]).to_pylist(), key=lambda c: c["counts"])[
+        "values"
+    ]
+    card = table.filter(pc.equal(table["card_id"], busiest))
+    records = as_records(transaction_records(card))
+    scorer = Scorer(trained.bundle)
+    entries: dict[str, CardEntry] = {}
+
+    def entry(card_id: str) -> CardEntry:
+        return copy.deepcopy(entries.get(card_id, CardEntry(-1, CardState())))
+
+    def run(batch: list[Record], committed: int = 0) -> list[float]:
+        done = score_transactions(
+            batch, scorer, entry, lambda m: MerchantState(), committed=lambda p: committed
+        )
+        entries.update({c: e for c, (_, e) in done.cards.items()})
+        return [s.score for s in done.scores]
+
+    first = run(records)
+    (state,) = entries.values()
+    assert state.state.ts[0] > timestamps_us(card["timestamp"])[0]  # trimmed: the bug's setting
+    again = run(records[: len(records) // 2])  # redelivered after all were applied
+    assert again == first[: len(records) // 2]
+    cut_state = replay_states(card)
+    assert entries[busiest].state == cut_state
+    assert [a.offset for a in entries[busiest].uncommitted] == list(range(len(records)))
+    run(records[-1:], committed=len(records) - 1)  # a later write after the commit
+    assert [a.offset for a in entries[busiest].uncommitted] == [len(records) - 1]
+
+
+def replay_states(table: pa.Table) -> CardState:
+    cards, _ = end_states(table.append_column("is_fraud", pa.array([False] * table.num_rows)))
+    (state,) = cards.values()
+    return state
 
 
 def test_labels_are_applied_once_per_offset(history: pa.Table) -> None:

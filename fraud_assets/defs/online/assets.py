@@ -15,6 +15,7 @@ from fraud_assets.defs.resources import OnlineStoreResource, StorageResource
 from fraud_assets.lib.batch import lookback_days
 from fraud_assets.lib.warehouse import existing_day_folders, read_days
 from fraud_core.features import LABEL_LOOKBACK_DAYS
+from fraud_core.online_store import load_history
 
 
 @dg.asset(
@@ -32,15 +33,13 @@ def online_state(
         return dg.MaterializeResult(
             metadata={"loaded": False, "reason": "no online store configured"}
         )
-    from serving.online_loader import load_online_state
-
     day = partition_days(context)[-1]  # the newest day's state is the one that counts
     raw = storage.table("raw_transactions")
     if not existing_day_folders(raw, [day]):
         raise dg.Failure(description=f"raw_transactions missing for {day}: materialize it")
     days = lookback_days(day, day + dt.timedelta(days=1), LABEL_LOOKBACK_DAYS)
     history = read_days(raw, days).sort_by("timestamp")  # the days that exist
-    cards, merchants = load_online_state(history, online_store.redis_url)
+    cards, merchants = load_history(history, online_store.redis_url)
     return dg.MaterializeResult(
         metadata={
             "loaded": True, "cards": cards, "merchants": merchants,
