@@ -38,11 +38,11 @@ check-java: ## Spark needs Java 17 or newer on PATH
 
 .PHONY: spark-aot
 spark-aot: install check-java ## Record the Spark driver's AOT cache for FRAUD_ASSETS_JAVA_HOME (a JDK 25+; about 2.5 min)
-	$(RUN) python -m fraud_assets.lib.jvm record
+	$(RUN) python -m fraud_assets.lib.spark_aot record
 
 .PHONY: spark-server
 spark-server: install check-java ## Keep a warm Spark Connect server on 127.0.0.1:15002 for nightly runs (FRAUD_ASSETS_SPARK_REMOTE=sc://127.0.0.1:15002)
-	$(RUN) python -m fraud_assets.lib.spark_connect --port 15002 --master 'local[*]'
+	$(RUN) python -m fraud_devtools.spark_connect --port 15002 --master 'local[*]'
 
 .PHONY: lock
 lock: $(UV) ## Re-resolve dependencies into uv.lock
@@ -67,15 +67,15 @@ redis: ## Install Debian's redis-server if it is missing (tests start their own 
 .PHONY: kafka-jars
 kafka-jars: install check-java ## Resolve the Kafka broker jars from Maven Central into .kafka/libs (once)
 	@command -v mvn >/dev/null || { echo "Maven (mvn) is needed to fetch the Kafka broker: apt-get install maven"; exit 1; }
-	$(RUN) python -m streaming.broker fetch
+	$(RUN) python -m fraud_devtools.kafka fetch
 
 .PHONY: kafka-up
 kafka-up: kafka-jars ## Start a single-node Kafka broker (KRaft) on 127.0.0.1:9092 in the background
-	$(RUN) python -m streaming.broker up
+	$(RUN) python -m fraud_devtools.kafka up
 
 .PHONY: kafka-down
 kafka-down: install ## Stop the broker that kafka-up started
-	$(RUN) python -m streaming.broker down
+	$(RUN) python -m fraud_devtools.kafka down
 
 .PHONY: stream
 stream: install ## Run a stream worker (FRAUD_STREAM_* settings; KAFKA_BOOTSTRAP_SERVERS, default 127.0.0.1:9092)

@@ -35,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import record_result
+from fraud_assets.settings import AssetSettings
 from fraud_core.bundle import ModelBundle
 from fraud_core.features import (
     CARD_WINDOWS,
@@ -48,13 +49,13 @@ from fraud_core.features import (
 )
 from fraud_core.schema import timestamps_us
 from fraud_core.scorer import Scorer
-from fraud_core.simulator import SimulationConfig, generate
+from fraud_data.simulator import SimulationConfig, generate
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from fraud_assets.lib.jvm import Jdk
-    from fraud_core.training import TrainedModel
+    from fraud_training.lightgbm_trainer import TrainedModel
 
 console = Console()
 
@@ -73,9 +74,9 @@ def make_model(workdir: Path) -> ModelBundle:
 
 def train_model(workdir: Path) -> TrainedModel:
     """LightGBM-100 on 12 simulated days in `workdir`/train_landing (bundle + native booster)."""
-    from fraud_core.landing import read_landing
     from fraud_core.state import replay
-    from fraud_core.training import LightGBMParams, train_bundle
+    from fraud_data.landing import read_landing
+    from fraud_training.lightgbm_trainer import LightGBMParams, train_bundle
 
     config = SimulationConfig(days=12, cards=6000, merchants=600, seed=99, fraud_intensity=3.0)
     generate(config, workdir / "train_landing")
@@ -198,12 +199,13 @@ def run_duckdb(
 
 def prepare_jdk(setting: str) -> tuple[Jdk | None, Path | None]:
     """Point both Spark runs at the JDK `setting` names, with its AOT cache when it has one."""
-    from fraud_assets.defs.resources import spark_aot_cache, use_spark_jdk
-    from fraud_assets.lib.jvm import record
+    from fraud_assets.lib.spark_aot import record
+    from fraud_assets.lib.spark_session import prepare_local_driver, spark_aot_cache
 
     os.environ["FRAUD_ASSETS_JAVA_HOME"] = setting
-    jdk = use_spark_jdk()
-    aot = spark_aot_cache(jdk)
+    settings = AssetSettings.from_env()
+    jdk = prepare_local_driver(settings)
+    aot = spark_aot_cache(settings, jdk)
     if jdk is not None and aot is not None and not aot.exists():
         console.print(f"recording the AOT cache for Java {jdk.version} (separate small data)")
         console.print(f"recorded {aot} in {record(jdk, aot):.0f} s")
@@ -217,10 +219,10 @@ def run_spark(
 ) -> tuple[int, float]:
     from pyspark.sql import SparkSession
 
-    from fraud_assets.defs.resources import local_config
+    from fraud_assets.lib.spark_session import local_config
 
     start = time.perf_counter()
-    config = local_config(master)
+    config = local_config(AssetSettings.from_env(), master)
     if event_log is not None:  # for bench.spark_stages
         event_log.mkdir(parents=True, exist_ok=True)
         config |= {
@@ -263,17 +265,18 @@ def run_connect_nights(
     night pays the server's cold JIT like a fresh session does, later nights find it warm."""
     from pyspark.sql import SparkSession
 
-    from fraud_assets.defs.resources import server_config, session_config
-    from fraud_assets.lib.spark_connect import LocalSparkConnect
+    from fraud_assets.lib.spark_session import server_config, session_config
+    from fraud_devtools.spark_connect import LocalSparkConnect
 
-    server = LocalSparkConnect(work / "server", server_config(), master)
+    settings = AssetSettings.from_env()
+    server = LocalSparkConnect(work / "server", server_config(settings), master)
     server.start()
     timings = []
     try:
         for night in range(1, nights + 1):
             t0 = time.perf_counter()
             remote = SparkSession.builder.remote(server.url)
-            session = remote.config(map=session_config()).getOrCreate()
+            session = remote.config(map=session_config(settings)).getOrCreate()
             rows = featurize_and_score(
                 session, raw, day, bundle, work / "out", f"Spark Connect night {night}"
             )

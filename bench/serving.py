@@ -41,10 +41,11 @@ from rich.table import Table
 from bench import record_result
 from bench.batch import train_model
 from fraud_core.features import N_FEATURES
-from fraud_core.landing import read_landing
-from fraud_core.local import LocalRedis, free_port, start_process, stop_process
 from fraud_core.model_store import ModelStore
 from fraud_core.online_store import load_history
+from fraud_data.landing import read_landing
+from fraud_devtools.processes import free_port, start_process, stop_process
+from fraud_devtools.redis_server import LocalRedis
 from serving.controllers.inference import INPUT_NAME
 
 console = Console()
@@ -231,7 +232,8 @@ def main() -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with pinned(
-        [sys.executable, "-m", "uvicorn", "bench.peers.fastapi_app:app", "--port", str(port),
+        [sys.executable, "-m", "uvicorn", "--factory", "bench.peers.fastapi_app:create_app",
+         "--port", str(port),
          "--no-access-log", "--log-level", "warning"],
         {"BENCH_BUNDLE": str(bundle_path)}, base + "/docs", run / "fastapi.log",
     ):  # fmt: skip

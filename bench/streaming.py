@@ -34,13 +34,13 @@ from rich.table import Table
 
 from bench import record_result
 from bench.batch import make_model
-from fraud_core.landing import read_landing
 from fraud_core.model_store import ModelStore
 from fraud_core.scorer import Scorer
-from fraud_core.simulator import SimulationConfig, generate
 from fraud_core.state import CardState, MerchantState
-from streaming.broker import LocalKafka
-from streaming.local import LocalWorker, consume, produce, transaction_records
+from fraud_data.landing import read_landing
+from fraud_data.simulator import SimulationConfig, generate
+from fraud_devtools.kafka import LocalKafka
+from fraud_devtools.stream_workers import LocalWorker, consume, produce, transaction_records
 from streaming.outbox import Outbox
 from streaming.scoring import CardEntry, Record, score_transactions
 

@@ -9,14 +9,15 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from fraud_assets.defs.resources import get_resources
+from fraud_assets.defs.resources import resources_for
 from fraud_assets.lib.registry import BUNDLE_VERSION_TAG, CHAMPION_ALIAS, roll_back
+from fraud_assets.settings import AssetSettings
 
 console = Console()
 
 
 def _list(_: argparse.Namespace) -> int:
-    resources = get_resources()
+    resources = resources_for(AssetSettings.from_env())
     tracking = resources["mlflow_tracking"]
     client = tracking.client()
     table = Table(title=f"registered model {tracking.registered_model}")
@@ -39,7 +40,7 @@ def _list(_: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    resources = get_resources()
+    resources = resources_for(AssetSettings.from_env())
     tracking = resources["mlflow_tracking"]
     champion = roll_back(
         tracking.client(), tracking.registered_model, args.version, resources["storage"].model_store

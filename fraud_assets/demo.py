@@ -11,10 +11,11 @@ import pyarrow.compute as pc
 from rich.console import Console
 from rich.table import Table
 
-from fraud_assets.defs.resources import get_resources
-from fraud_assets.lib.runs import materialize_graph
+from fraud_assets.defs.resources import resources_for
 from fraud_assets.lib.warehouse import read_days
-from fraud_core.landing import landing_days
+from fraud_assets.runs import materialize_graph
+from fraud_assets.settings import AssetSettings
+from fraud_data.landing import landing_days
 
 console = Console()
 SCORED_DAYS = 7
@@ -24,7 +25,10 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def materialize(
-    resources: dict[str, Any], selection: list[str], days: list[dt.date] | None = None
+    settings: AssetSettings,
+    resources: dict[str, Any],
+    selection: list[str],
+    days: list[dt.date] | None = None,
 ) -> None:
     span = (days[0], days[-1]) if days else None
     console.print(
@@ -33,6 +37,7 @@ def materialize(
     )
     materialize_graph(
         selection,
+        settings=settings,
         instance=dg.DagsterInstance.get(),
         resources=resources,
         days=span,
@@ -41,19 +46,21 @@ def materialize(
 
 
 def main() -> int:
-    resources = get_resources()
+    settings = AssetSettings.from_env()
+    resources = resources_for(settings)
     storage = resources["storage"]
     days = landing_days(storage.landing)
     if not days:
         console.print(f"[red]no landed days under {storage.landing}[/red]")
         return 1
-    materialize(resources, ["raw_transactions", "card_features"], days)
+    materialize(settings, resources, ["raw_transactions", "card_features"], days)
     materialize(
+        settings,
         resources,
         ["training_set", "fraud_model", "onnx_model", "quantized_onnx_model", "published_model"],
     )
     scored_days = days[-SCORED_DAYS:]
-    materialize(resources, ["scored_transactions", "fraud_alerts"], scored_days)
+    materialize(settings, resources, ["scored_transactions", "fraud_alerts"], scored_days)
     bundle = storage.model_store.load_champion()
     alerts = read_days(storage.table("fraud_alerts"), scored_days)
     summary = Table(title="fraudscale demo", show_header=False)

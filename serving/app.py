@@ -11,6 +11,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 from litestar import Litestar
+from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from opentelemetry.sdk.trace import TracerProvider
@@ -23,6 +24,7 @@ from serving.cache import ScoreCache
 from serving.controllers.health import HealthController
 from serving.controllers.inference import InferenceController
 from serving.controllers.score import ScoreController
+from serving.deps import Services, provide_services
 from serving.errors import ApiError, api_error_handler, http_error_handler, internal_error_handler
 from serving.metrics import ServingMetrics, metrics_endpoint, metrics_middleware
 from serving.services.scoring import ScoringPipeline
@@ -49,47 +51,52 @@ def create_app(
         models = ModelHolder(source, threads=config.onnx_threads)
         await asyncio.to_thread(models.refresh)
         await asyncio.to_thread(warm_up)
-        app.state.models = models
-        app.state.settings = config
         redis = None
         if config.redis_url:
             timeout = config.redis_timeout_ms / 1000
             redis = aioredis.Redis.from_url(
                 config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
             )
-        app.state.online_state = online_state or (
-            RedisOnlineState(redis) if redis is not None else NoOnlineState()
-        )
-        app.state.cache = (
+        state = online_state or (RedisOnlineState(redis) if redis is not None else NoOnlineState())
+        cache = (
             ScoreCache(
                 l1_size=config.l1_cache_size, ttl_seconds=config.cache_ttl_seconds, redis=redis
             )
             if config.cache_enabled
             else None
         )
-        app.state.tracer = make_tracer(config.otlp_endpoint, tracer_provider)
-        app.state.metrics = ServingMetrics()
+        tracer = make_tracer(config.otlp_endpoint, tracer_provider)
+        metrics = ServingMetrics()
         batching = (
             (config.max_batch_rows, config.max_batch_wait_us) if config.batching_enabled else None
         )
-        on_batch = app.state.metrics.batch_size.observe
-        app.state.scoring = ScoringPipeline(
-            models,
-            app.state.online_state,
-            app.state.cache,
-            app.state.tracer,
-            reasons=config.reasons,
-            on_batch=on_batch,
-            batching=batching,
+        on_batch = metrics.batch_size.observe
+        services = Services(
+            settings=config,
+            models=models,
+            online_state=state,
+            cache=cache,
+            tracer=tracer,
+            metrics=metrics,
+            scoring=ScoringPipeline(
+                models,
+                state,
+                cache,
+                tracer,
+                reasons=config.reasons,
+                on_batch=on_batch,
+                batching=batching,
+            ),
+            rows=RowScorer(on_batch, batching),
+            access=Access(
+                parse_api_keys(config.api_keys),
+                config.api_key_header,
+                config.rate_limit_per_second,
+                config.rate_limit_burst,
+            ),
         )
-        app.state.rows = RowScorer(on_batch, batching)
-        app.state.access = Access(
-            parse_api_keys(config.api_keys),
-            config.api_key_header,
-            config.rate_limit_per_second,
-            config.rate_limit_burst,
-        )
-        app.state.metrics.watch(app.state.cache, app.state.online_state)
+        metrics.watch(cache, state)
+        app.state.services = services
 
         watcher = asyncio.create_task(models.watch(config.model_poll_seconds))
         # What start-up allocated lives for the process: keep it out of full collections,
@@ -102,15 +109,16 @@ def create_app(
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            await app.state.online_state.close()
-            if app.state.cache is not None:
-                await app.state.cache.drain()
+            await state.close()
+            if cache is not None:
+                await cache.drain()
             if redis is not None:
                 await redis.aclose()
 
     return Litestar(
         route_handlers=[ScoreController, HealthController, InferenceController, metrics_endpoint],
         middleware=[metrics_middleware],
+        dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         lifespan=[lifespan],
         exception_handlers={
             ApiError: api_error_handler,

@@ -103,7 +103,7 @@ def require(scope: str) -> Callable[[Request], Awaitable[None]]:
     async def check(request: Request) -> None:
         if request.scope.get(ADMITTED):
             return
-        access: Access = request.app.state.access
+        access: Access = request.app.state.services.access
         access.check(request.headers.get(access.header), scope)
 
     return check

@@ -16,11 +16,11 @@ import pyarrow.dataset as ds
 from rich.console import Console
 from rich.table import Table
 
-from fraud_core.landing import read_landing
-from fraud_core.local import LocalRedis
 from fraud_core.online_store import load_history
+from fraud_data.landing import read_landing
+from fraud_devtools.redis_server import LocalRedis
+from fraud_devtools.rest_server import running_server
 from serving.app import create_app
-from serving.local import running_server
 from serving.settings import ServingSettings
 
 console = Console()

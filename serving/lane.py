@@ -34,6 +34,7 @@ from msgspec import json
 
 from fraud_core.schema import SchemaError
 from serving.auth import ADMITTED, Access
+from serving.deps import services_of
 from serving.errors import ApiError
 
 _encode = json.Encoder().encode
@@ -77,15 +78,15 @@ def fast_lane(api_scope: str, answer: Answer) -> Callable[[ASGIApp], ASGIApp]:
 
     def middleware(app: ASGIApp) -> ASGIApp:
         async def lane(scope: Scope, receive: Receive, send: Send) -> None:
-            state = scope["litestar_app"].state
-            limit: int = state.settings.max_body_bytes
+            services = services_of(scope["litestar_app"])
+            limit: int = services.settings.max_body_bytes
             length = header(scope, b"content-length")
             if length is None or not length.isdigit() or int(length) > limit:
                 await app(scope, receive, send)  # chunked or too large: Litestar answers
                 return
             body, messages = await _body(receive, limit)
             try:
-                access: Access = state.access
+                access: Access = services.access
                 api_key = header(scope, access.header_name)
                 access.check(api_key.decode("latin-1") if api_key is not None else None, api_scope)
                 scope[ADMITTED] = True  # type: ignore[literal-required]

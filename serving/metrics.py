@@ -112,7 +112,7 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
         finally:
             handler = scope.get("route_handler")
             route = getattr(handler, "name", None) or "unmatched"
-            metrics: ServingMetrics = scope["litestar_app"].state.metrics
+            metrics: ServingMetrics = scope["litestar_app"].state.services.metrics
             requests, latency = metrics.for_route(route, status)
             requests.inc()
             latency.observe(time.perf_counter() - start)
@@ -123,4 +123,5 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
 @get("/metrics", operation_id="metrics", name="metrics", include_in_schema=False)
 async def metrics_endpoint(request: Request, state: State) -> Response[bytes]:
     """Prometheus exposition of this process's metrics."""
-    return Response(state.metrics.export(state.models), media_type=CONTENT_TYPE_LATEST)
+    services = state.services
+    return Response(services.metrics.export(services.models), media_type=CONTENT_TYPE_LATEST)

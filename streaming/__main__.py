@@ -12,6 +12,7 @@ if __name__ == "__main__":
         import mode.loop
 
         mode.loop.use("uvloop")
-    from streaming.app import app
+    from streaming.app import create_app
+    from streaming.settings import StreamSettings
 
-    app.main()
+    create_app(StreamSettings.from_env()).main()

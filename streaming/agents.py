@@ -20,21 +20,19 @@ from typing import cast
 
 import msgspec
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer
 from faust.streams import Stream
-from faust.transport.drivers.aiokafka import Producer as KafkaProducer
-from faust.types import TP, EventT, StreamT
+from faust.types import TP, StreamT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
+from fraud_core.model_store import ModelHolder
 from fraud_core.online_store import queue_states
 from fraud_core.scorer import Scorer
 from fraud_core.state import CardState, MerchantState
 from streaming import metrics
-from streaming.app import app, models, settings
 from streaming.checkpoint import Checkpoint
-from streaming.delivery import Consumer
+from streaming.faust_overrides import App, Consumer, kafka_producer
 from streaming.outbox import Outbox
 from streaming.scoring import (
     Alert,
@@ -48,53 +46,12 @@ from streaming.scoring import (
     encode_entry,
     score_transactions,
 )
-from streaming.tables import card_to_state, merchant_to_risk, write_entry
-from streaming.topics import (
-    alerts_topic,
-    dead_letters_topic,
-    labels_topic,
-    scores_topic,
-    transactions_topic,
-)
+from streaming.settings import StreamSettings
+from streaming.tables import Tables, write_entry
+from streaming.topics import Topics
 
 log = logging.getLogger("streaming")
 _json = msgspec.json.Encoder()
-_BATCH_WAIT = settings.batch_wait_ms / 1000
-_SCORES = scores_topic.get_topic_name()
-_ALERTS = alerts_topic.get_topic_name()
-_DEAD_LETTERS = dead_letters_topic.get_topic_name()
-
-
-def _records(events: Sequence[EventT]) -> list[Record]:
-    return [Record.of(e.message) for e in events]
-
-
-async def _send(outbox: Outbox) -> None:
-    """Hand a batch's records to the Kafka producer (Faust flushes it before committing)."""
-    await outbox.flush(_producer())
-
-
-def _dead_letters(outbox: Outbox, dead: Sequence[DeadLetter]) -> None:
-    for letter in dead:
-        r = letter.record
-        log.warning("dead letter from %s[%d]@%d: %s", r.topic, r.partition, r.offset, letter.error)
-        outbox.add(_DEAD_LETTERS, r.key, r.value, headers=letter.headers())
-        metrics.dead_letters.labels(
-            r.topic, "malformed" if letter.error.malformed else "invalid"
-        ).inc()
-
-
-async def _published_model() -> Scorer:
-    """The current champion; input waits (unacknowledged) until a valid one is published."""
-    scorer = models.current
-    while scorer is None:
-        metrics.waiting_for_model.set(1)
-        log.warning("no valid model in %s yet; holding input back", settings.model_store_dir)
-        await asyncio.sleep(1.0)
-        await _refresh_model()
-        scorer = models.current
-    metrics.waiting_for_model.set(0)
-    return scorer
 
 
 class OnlineStateWriter:
@@ -130,149 +87,184 @@ class OnlineStateWriter:
                         self.retry_seconds, exc)  # fmt: skip
 
 
-online_state = OnlineStateWriter(settings.redis_url)
+class StreamWork:
+    """A worker's agents, tasks, timer and /metrics page, registered on its app by `register`."""
 
+    def __init__(
+        self,
+        app: App,
+        settings: StreamSettings,
+        topics: Topics,
+        tables: Tables,
+        models: ModelHolder,
+    ) -> None:
+        self.app, self.settings, self.topics, self.tables = app, settings, topics, tables
+        self.models = models
+        self.online_state = OnlineStateWriter(settings.redis_url)
+        self.checkpoint = Checkpoint(
+            functools.partial(kafka_producer, app), app.crash, kill_at=settings.kill_at
+        )
+        self.outputs_declared = asyncio.Event()
+        self._scores = topics.scores.get_topic_name()
+        self._alerts = topics.alerts.get_topic_name()
+        self._dead_letters = topics.dead_letters.get_topic_name()
 
-def _card_entry(card_id: str) -> CardEntry:
-    return decode_card_entry(card_to_state.get(card_id.encode()))
+    def register(self) -> None:
+        app = self.app
+        app.batches.subscribe(self.topics.transactions)
+        app.task(self.declare_output_topics)
+        app.task(self.transactions_to_scores)
+        app.agent(self.topics.labels, name="apply_labels")(self.apply_labels)
+        app.timer(interval=self.settings.model_poll_seconds)(self.watch_published_model)
+        app.page("/metrics")(self._metrics_page())
+        self._record_model()
 
+    async def declare_output_topics(self) -> None:
+        """Create the output topics before the agents produce (not left to broker
+        auto-creation, which a production cluster usually turns off)."""
+        for topic in self.topics.outputs:
+            await topic.maybe_declare()
+        self.outputs_declared.set()
 
-def _merchant_state(merchant_id: str) -> MerchantState:
-    return decode_merchant_entry(merchant_to_risk.get(merchant_id.encode())).state
+    async def transactions_to_scores(self) -> None:
+        """Score every transaction; alerts and dead letters on the side; card state in the
+        table."""
+        await self.outputs_declared.wait()
+        source = self.topics.transactions.get_topic_name()
+        consumer = cast(Consumer, self.app.consumer)
 
+        def committed(partition: int) -> int:
+            return consumer.committed_offset(TP(source, partition))
 
-app.batches.subscribe(transactions_topic)
+        async for messages in self.app.batches.batches(self.settings.batch_max):
+            records = [Record.of(m) for m in messages]
+            scorer = await self._published_model()
+            batch = await self.checkpoint.run(
+                functools.partial(
+                    score_transactions,
+                    records,
+                    scorer,
+                    self._card_entry,
+                    self._merchant_state,
+                    committed=committed,
+                    reasons=self.settings.reasons,
+                ),
+                self._transaction_outputs,
+                functools.partial(self.app.batches.ack, messages),
+            )
+            await self.online_state.write({c: e.state for c, (_, e) in batch.cards.items()}, {})
+            now = time.time()
+            for message in messages:
+                metrics.lag_seconds.observe(max(0.0, now - message.timestamp))
+            metrics.transactions.inc(len(batch.scores))
+            metrics.batch_size.observe(len(batch.scores))
+            if batch.redelivered:
+                metrics.redelivered.labels("first").inc(batch.redelivered - batch.unremembered)
+                metrics.redelivered.labels("state").inc(batch.unremembered)
+            _applied_until("transactions", batch.newest)
 
+    async def apply_labels(self, stream: StreamT[bytes]) -> None:
+        """Fold fraud labels into each merchant's risk state (read by every worker's
+        scoring)."""
+        async for events in cast(Stream[bytes], stream).take_events(
+            self.settings.batch_max, within=self.settings.batch_wait_ms / 1000
+        ):
+            batch = apply_labels(
+                [Record.of(e.message) for e in events],
+                lambda merchant_id: decode_merchant_entry(
+                    self.tables.merchant_to_risk.get(merchant_id.encode())
+                ),
+            )
+            outbox = Outbox()
+            self._queue_dead_letters(outbox, batch.dead)
+            for merchant_id, (partition, entry) in batch.merchants.items():
+                write_entry(
+                    outbox, self.tables.merchant_to_risk, partition, merchant_id,
+                    encode_entry(entry),
+                )  # fmt: skip
+            await outbox.flush(kafka_producer(self.app))  # Faust flushes before it commits
+            await self.online_state.write({}, {m: e.state for m, (_, e) in batch.merchants.items()})
+            metrics.labels.inc(batch.labels)
+            _applied_until("labels", batch.newest)
 
-def _producer() -> AIOKafkaProducer:
-    return cast(KafkaProducer, app.producer)._ensure_producer()
+    async def watch_published_model(self) -> None:
+        """Swap to a newly published model between batches (a batch never mixes two
+        models)."""
+        await self._refresh_model()
 
+    def _card_entry(self, card_id: str) -> CardEntry:
+        return decode_card_entry(self.tables.card_to_state.get(card_id.encode()))
 
-checkpoint = Checkpoint(_producer, app.crash, kill_at=settings.kill_at)
+    def _merchant_state(self, merchant_id: str) -> MerchantState:
+        return decode_merchant_entry(self.tables.merchant_to_risk.get(merchant_id.encode())).state
 
+    def _transaction_outputs(self, batch: ScoredBatch) -> Outbox:
+        """Scores, alerts, dead letters and the changed card entries, as one outbox."""
+        outbox = Outbox()
+        self._queue_dead_letters(outbox, batch.dead)
+        for transaction, score in zip(batch.transactions, batch.scores, strict=True):
+            key = transaction.transaction_id.encode()
+            outbox.add(self._scores, key, _json.encode(score))
+            if score.decision == "alert":
+                alert = Alert(transaction=transaction, score=score)
+                outbox.add(self._alerts, key, _json.encode(alert))
+                metrics.alerts.inc()
+        for card_id, (partition, entry) in batch.cards.items():
+            write_entry(outbox, self.tables.card_to_state, partition, card_id, encode_entry(entry))
+        return outbox
 
-def _transaction_outputs(batch: ScoredBatch) -> Outbox:
-    """Scores, alerts, dead letters and the changed card entries, as one outbox."""
-    outbox = Outbox()
-    _dead_letters(outbox, batch.dead)
-    for transaction, score in zip(batch.transactions, batch.scores, strict=True):
-        key = transaction.transaction_id.encode()
-        outbox.add(_SCORES, key, _json.encode(score))
-        if score.decision == "alert":
-            alert = Alert(transaction=transaction, score=score)
-            outbox.add(_ALERTS, key, _json.encode(alert))
-            metrics.alerts.inc()
-    for card_id, (partition, entry) in batch.cards.items():
-        write_entry(outbox, card_to_state, partition, card_id, encode_entry(entry))
-    return outbox
+    def _queue_dead_letters(self, outbox: Outbox, dead: Sequence[DeadLetter]) -> None:
+        for letter in dead:
+            r = letter.record
+            log.warning("dead letter from %s[%d]@%d: %s",
+                        r.topic, r.partition, r.offset, letter.error)  # fmt: skip
+            outbox.add(self._dead_letters, r.key, r.value, headers=letter.headers())
+            kind = "malformed" if letter.error.malformed else "invalid"
+            metrics.dead_letters.labels(r.topic, kind).inc()
+
+    async def _published_model(self) -> Scorer:
+        """The current champion; input waits (unacknowledged) until a valid one is
+        published."""
+        scorer = self.models.current
+        while scorer is None:
+            metrics.waiting_for_model.set(1)
+            log.warning("no valid model in %s yet; holding input back",
+                        self.settings.model_store_dir)  # fmt: skip
+            await asyncio.sleep(1.0)
+            await self._refresh_model()
+            scorer = self.models.current
+        metrics.waiting_for_model.set(0)
+        return scorer
+
+    async def _refresh_model(self) -> None:
+        failures = self.models.load_failures
+        if await asyncio.to_thread(self.models.refresh):
+            self._record_model()
+        if self.models.load_failures > failures:
+            metrics.model_load_failures.inc(self.models.load_failures - failures)
+
+    def _record_model(self) -> None:
+        if self.models.current is not None:
+            meta = self.models.current.metadata
+            metrics.model.info({"name": meta.name, "version": meta.version})
+
+    def _metrics_page(self) -> type[View]:
+        work = self
+
+        class MetricsPage(View):
+            async def get(self, request: Request) -> Response:
+                source = work.topics.transactions.get_topic_name()
+                owned = [tp for tp in work.app.consumer.assignment() if tp.topic == source]
+                # Zero until the output topics exist too: "assigned" then means ready to work.
+                ready = work.outputs_declared.is_set()
+                metrics.assigned_partitions.set(len(owned) if ready else 0)
+                # aiohttp takes the charset separately from the content type.
+                content_type = CONTENT_TYPE_LATEST.split(";")[0]
+                return self.bytes(generate_latest(metrics.registry), content_type=content_type)
+
+        return MetricsPage
 
 
 def _applied_until(source: str, newest: dict[int, int]) -> None:
     for partition, ts_us in newest.items():
         metrics.applied_until.labels(source, str(partition)).set(ts_us / 1_000_000)
-
-
-@app.task
-async def transactions_to_scores() -> None:
-    """Score every transaction; alerts and dead letters on the side; card state in the table."""
-    await _outputs_declared.wait()
-    source = transactions_topic.get_topic_name()
-    consumer = cast(Consumer, app.consumer)
-
-    def committed(partition: int) -> int:
-        return consumer.committed_offset(TP(source, partition))
-
-    async for messages in app.batches.batches(settings.batch_max):
-        records = [Record.of(m) for m in messages]
-        scorer = await _published_model()
-        batch = await checkpoint.run(
-            functools.partial(
-                score_transactions,
-                records,
-                scorer,
-                _card_entry,
-                _merchant_state,
-                committed=committed,
-                reasons=settings.reasons,
-            ),
-            _transaction_outputs,
-            functools.partial(app.batches.ack, messages),
-        )
-        await online_state.write({c: e.state for c, (_, e) in batch.cards.items()}, {})
-        now = time.time()
-        for message in messages:
-            metrics.lag_seconds.observe(max(0.0, now - message.timestamp))
-        metrics.transactions.inc(len(batch.scores))
-        metrics.batch_size.observe(len(batch.scores))
-        if batch.redelivered:
-            remembered = batch.redelivered - batch.unremembered
-            metrics.redelivered.labels("first").inc(remembered)
-            metrics.redelivered.labels("state").inc(batch.unremembered)
-        _applied_until("transactions", batch.newest)
-
-
-@app.agent(labels_topic)
-async def apply_labels_agent(stream: StreamT[bytes]) -> None:
-    """Fold fraud labels into each merchant's risk state (read by every worker's scoring)."""
-    async for events in cast(Stream[bytes], stream).take_events(
-        settings.batch_max, within=_BATCH_WAIT
-    ):
-        batch = apply_labels(
-            _records(events),
-            lambda merchant_id: decode_merchant_entry(merchant_to_risk.get(merchant_id.encode())),
-        )
-        outbox = Outbox()
-        _dead_letters(outbox, batch.dead)
-        for merchant_id, (partition, entry) in batch.merchants.items():
-            write_entry(outbox, merchant_to_risk, partition, merchant_id, encode_entry(entry))
-        await _send(outbox)
-        await online_state.write({}, {m: e.state for m, (_, e) in batch.merchants.items()})
-        metrics.labels.inc(batch.labels)
-        _applied_until("labels", batch.newest)
-
-
-def _record_model() -> None:
-    if models.current is not None:
-        meta = models.current.metadata
-        metrics.model.info({"name": meta.name, "version": meta.version})
-
-
-async def _refresh_model() -> None:
-    failures = models.load_failures
-    if await asyncio.to_thread(models.refresh):
-        _record_model()
-    if models.load_failures > failures:
-        metrics.model_load_failures.inc(models.load_failures - failures)
-
-
-_record_model()  # the model app.py loaded at start-up
-
-
-_outputs_declared = asyncio.Event()
-
-
-@app.task
-async def declare_output_topics() -> None:
-    """Create the output topics before the agents produce (not left to broker auto-creation,
-    which a production cluster usually turns off)."""
-    for topic in (scores_topic, alerts_topic, dead_letters_topic):
-        await topic.maybe_declare()
-    _outputs_declared.set()
-
-
-@app.timer(interval=settings.model_poll_seconds)
-async def watch_published_model() -> None:
-    """Swap to a newly published model between batches (a batch never mixes two models)."""
-    await _refresh_model()
-
-
-@app.page("/metrics")
-class MetricsPage(View):
-    async def get(self, request: Request) -> Response:
-        source = transactions_topic.get_topic_name()
-        owned = [tp for tp in app.consumer.assignment() if tp.topic == source]
-        # Zero until the output topics exist too: "assigned" then means ready to work.
-        metrics.assigned_partitions.set(len(owned) if _outputs_declared.is_set() else 0)
-        # aiohttp takes the charset separately from the content type.
-        content_type = CONTENT_TYPE_LATEST.split(";")[0]
-        return self.bytes(generate_latest(metrics.registry), content_type=content_type)

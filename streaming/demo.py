@@ -25,11 +25,18 @@ from rich.console import Console
 from rich.table import Table
 
 from fraud_core.features import DAY_US
-from fraud_core.local import LocalRedis, wait_until
 from fraud_core.schema import from_micros, timestamps_us
 from fraud_core.scoring import Score
-from streaming.broker import LocalKafka
-from streaming.local import LocalWorker, consume, label_records, produce, transaction_records
+from fraud_devtools.kafka import LocalKafka
+from fraud_devtools.processes import wait_until
+from fraud_devtools.redis_server import LocalRedis
+from fraud_devtools.stream_workers import (
+    LocalWorker,
+    consume,
+    label_records,
+    produce,
+    transaction_records,
+)
 from streaming.scoring import Alert
 from streaming.settings import StreamSettings
 from streaming.warm import history_until, report, warm_start

@@ -12,30 +12,40 @@ partition Faust restores the entry from when that input partition is assigned.
 
 from __future__ import annotations
 
-from typing import cast
+from dataclasses import dataclass
 
-from faust.tables.base import Collection
-from faust.types import TableT
+from faust.types import AppT, TableT
 
-from streaming.app import app
+from streaming.faust_overrides import set_table_entry
 from streaming.outbox import Outbox
 from streaming.settings import CARD_TABLE, MERCHANT_TABLE
 
-card_to_state = app.Table(
-    CARD_TABLE,
-    key_type=bytes,
-    value_type=bytes,
-    help="card_id -> CardEntry: the card's transactions in the last 7 days.",
-)
-"""Partitioned like the transactions topic (keyed by card_id): each worker holds its cards."""
 
-merchant_to_risk = app.GlobalTable(
-    MERCHANT_TABLE,
-    key_type=bytes,
-    value_type=bytes,
-    help="merchant_id -> MerchantEntry: labels counted per hour of label time.",
-)
-"""Global: a transaction on any worker needs its merchant's risk, whoever applied the label."""
+@dataclass(frozen=True)
+class Tables:
+    card_to_state: TableT[bytes, bytes]
+    """Partitioned like the transactions topic (keyed by card_id): each worker holds its
+    cards."""
+    merchant_to_risk: TableT[bytes, bytes]
+    """Global: a transaction on any worker needs its merchant's risk, whoever applied the
+    label."""
+
+
+def declare_tables(app: AppT) -> Tables:
+    return Tables(
+        app.Table(
+            CARD_TABLE,
+            key_type=bytes,
+            value_type=bytes,
+            help="card_id -> CardEntry: the card's transactions in the last 7 days.",
+        ),
+        app.GlobalTable(
+            MERCHANT_TABLE,
+            key_type=bytes,
+            value_type=bytes,
+            help="merchant_id -> MerchantEntry: labels counted per hour of label time.",
+        ),
+    )
 
 
 def write_entry(
@@ -43,12 +53,8 @@ def write_entry(
 ) -> None:
     """Set `key` in the worker's store and queue it for the changelog partition of its input.
 
-    Through the batch's outbox, not Faust's table writes: those go through a producer buffer
-    that holds the consumer back in steps of 100 messages (a worker then stalls near 1,000
-    events/s).
-    """
-    collection = cast(Collection, table)
+    Through the batch's outbox, not Faust's table writes, so a batch's changelog records
+    travel with its outputs (streaming.checkpoint)."""
     raw_key = key.encode()
-    collection.data[raw_key] = value
-    changelog = collection.changelog_topic.get_topic_name()
+    changelog = set_table_entry(table, raw_key, value)
     outbox.add(changelog, raw_key, value, partition=partition)

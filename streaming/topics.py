@@ -2,32 +2,43 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from streaming.app import app, settings
+from faust.types import AppT, TopicT
 
-RAW: dict[str, Any] = {
-    "key_type": bytes,
-    "value_type": bytes,
-    "key_serializer": "raw",
-    "value_serializer": "raw",
-    "internal": True,  # created with the app's partition count when missing
-    "partitions": settings.partitions,
-}
+from streaming.settings import StreamSettings
 
-transactions_topic = app.topic(settings.topic("transactions"), **RAW)
-"""Transactions as JSON (fraud_core.schema.Transaction), keyed by card_id."""
 
-labels_topic = app.topic(settings.topic("labels"), **RAW)
-"""Fraud labels as JSON (fraud_core.schema.LabelEvent), keyed by merchant_id."""
+@dataclass(frozen=True)
+class Topics:
+    transactions: TopicT
+    """Transactions as JSON (fraud_core.schema.Transaction), keyed by card_id."""
+    labels: TopicT
+    """Fraud labels as JSON (fraud_core.schema.LabelEvent), keyed by merchant_id."""
+    scores: TopicT
+    """Every transaction's score (fraud_core.scoring.Score as JSON), keyed by transaction_id:
+    a consumer that sees a transaction_id twice (after a worker crash) keeps one."""
+    alerts: TopicT
+    """Scores at or above the model's threshold, with the transaction and the top reasons."""
+    dead_letters: TopicT
+    """Records that failed to decode or validate: the original key and bytes, with headers
+    error.field, error.reason, error.kind, source.topic, source.partition, source.offset."""
 
-scores_topic = app.topic(settings.topic("scores"), **RAW)
-"""Every transaction's score (fraud_core.scoring.Score as JSON), keyed by transaction_id:
-a consumer that sees a transaction_id twice (after a worker crash) keeps one."""
+    @property
+    def outputs(self) -> tuple[TopicT, ...]:
+        return (self.scores, self.alerts, self.dead_letters)
 
-alerts_topic = app.topic(settings.topic("alerts"), **RAW)
-"""Scores at or above the model's threshold, with the transaction and the top reasons."""
 
-dead_letters_topic = app.topic(settings.topic("dead-letters"), **RAW)
-"""Records that failed to decode or validate: the original key and bytes, with headers
-error.field, error.reason, error.kind, source.topic, source.partition, source.offset."""
+def declare_topics(app: AppT, settings: StreamSettings) -> Topics:
+    """The app's topics, raw bytes in and out (records are decoded by streaming.scoring)."""
+    raw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "internal": True,  # created with the app's partition count when missing
+        "partitions": settings.partitions,
+    }
+    names = ("transactions", "labels", "scores", "alerts", "dead-letters")
+    return Topics(*(app.topic(settings.topic(name), **raw) for name in names))

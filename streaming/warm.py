@@ -40,10 +40,10 @@ from rich.console import Console
 from rich.table import Table
 
 from fraud_core.features import DAY_US, HOUR_US
-from fraud_core.landing import read_landing
 from fraud_core.online_store import write_states
 from fraud_core.schema import from_micros, split_valid, timestamps_us, to_micros
 from fraud_core.state import CardState, MerchantState, end_states
+from fraud_data.landing import read_landing
 from streaming.outbox import Outbox, key_partition
 from streaming.scoring import CardEntry, MerchantEntry, encode_entry
 from streaming.settings import CARD_TABLE, MERCHANT_TABLE, StreamSettings

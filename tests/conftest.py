@@ -11,10 +11,10 @@ import pyarrow as pa
 import pytest
 
 from fraud_core.features import arrow_columns, feature_matrix
-from fraud_core.landing import read_landing
-from fraud_core.local import LocalRedis
-from fraud_core.simulator import SimulationConfig, generate
 from fraud_core.state import replay
+from fraud_data.landing import read_landing
+from fraud_data.simulator import SimulationConfig, generate
+from fraud_devtools.redis_server import LocalRedis
 
 SAMPLE_TRANSACTION = {
     "transaction_id": "t-1",
@@ -58,7 +58,7 @@ def reference_features(history: pa.Table) -> np.ndarray:
 @pytest.fixture(scope="session")
 def trained(history: pa.Table, reference_features: np.ndarray):  # type: ignore[no-untyped-def]
     """A LightGBM bundle trained on days 3-9 and validated on days 10-13."""
-    from fraud_core.training import LightGBMParams, train_bundle
+    from fraud_training.lightgbm_trainer import LightGBMParams, train_bundle
 
     start = SMALL_WORLD.start
     day = np.asarray([(d.date() - start).days for d in history.column("timestamp").to_pylist()])

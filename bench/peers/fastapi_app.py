@@ -1,6 +1,6 @@
 """A seed-style FastAPI + pydantic scorer: validate, featurize the transaction alone (no card
-history, no cache), one onnxruntime call. `uvicorn bench.peers.fastapi_app:app`; the bundle
-path comes from BENCH_BUNDLE."""
+history, no cache), one onnxruntime call.
+`uvicorn --factory bench.peers.fastapi_app:create_app`; the bundle path comes from BENCH_BUNDLE."""
 
 from __future__ import annotations
 
@@ -15,9 +15,6 @@ from fraud_core.schema import Transaction
 from fraud_core.scorer import Scorer
 from fraud_core.scoring import transaction_features
 from fraud_core.state import CardState, MerchantState
-
-scorer = Scorer(read_bundle(os.environ["BENCH_BUNDLE"]))
-app = FastAPI()
 
 
 class TransactionIn(BaseModel):
@@ -38,10 +35,16 @@ class ScoreOut(BaseModel):
     decision: str
 
 
-@app.post("/score")
-async def score(body: TransactionIn) -> ScoreOut:
-    t = Transaction(**body.model_dump())
-    x = transaction_features([t], [CardState()], [MerchantState()])
-    s = float(scorer.score(x)[0])
-    decision = "alert" if s >= scorer.threshold else "allow"
-    return ScoreOut(transaction_id=t.transaction_id, score=s, decision=decision)
+def create_app() -> FastAPI:
+    scorer = Scorer(read_bundle(os.environ["BENCH_BUNDLE"]))
+    app = FastAPI()
+
+    @app.post("/score")
+    async def score(body: TransactionIn) -> ScoreOut:
+        t = Transaction(**body.model_dump())
+        x = transaction_features([t], [CardState()], [MerchantState()])
+        s = float(scorer.score(x)[0])
+        decision = "alert" if s >= scorer.threshold else "allow"
+        return ScoreOut(transaction_id=t.transaction_id, score=s, decision=decision)
+
+    return app

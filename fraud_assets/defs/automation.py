@@ -1,11 +1,9 @@
 """Jobs, schedules and sensors: nightly scoring, weekly or label-driven retraining, rollback."""
 
-import os
-
 import dagster as dg
 
 from fraud_assets.defs.partitions import LABEL_DELAY_DAYS
-from fraud_assets.defs.resources import MlflowResource, StorageResource
+from fraud_assets.defs.resources import MlflowResource, PolicyResource, StorageResource
 from fraud_assets.lib.registry import roll_back
 
 nightly_scoring_job = dg.define_asset_job(
@@ -44,11 +42,11 @@ weekly_retraining_schedule = dg.ScheduleDefinition(
     description="Retrain every Monday at 04:00 UTC.",
 )
 
-NEW_DAYS_FOR_RETRAINING = int(os.environ.get("FRAUD_ASSETS_RETRAIN_AFTER_DAYS", "7"))
-
 
 @dg.sensor(job=retraining_job, minimum_interval_seconds=3600)
-def new_labelled_days_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+def new_labelled_days_sensor(
+    context: dg.SensorEvaluationContext, policy: PolicyResource
+) -> dg.SensorResult:
     """Retrain once enough days with known labels arrived since the last training set."""
     materialized = context.instance.get_materialized_partitions(dg.AssetKey("card_features"))
     labelled = (
@@ -61,7 +59,7 @@ def new_labelled_days_sensor(context: dg.SensorEvaluationContext) -> dg.SensorRe
         value = event.asset_materialization.metadata.get("newest_day")
         trained_through = getattr(value, "value", None)
     new_days = [d for d in labelled if trained_through is None or d > trained_through]
-    if newest_labelled is None or len(new_days) < NEW_DAYS_FOR_RETRAINING:
+    if newest_labelled is None or len(new_days) < policy.retrain_after_days:
         return dg.SensorResult(skip_reason=f"{len(new_days)} new labelled days")
     return dg.SensorResult(
         run_requests=[dg.RunRequest(run_key=f"labelled-through-{newest_labelled}")]

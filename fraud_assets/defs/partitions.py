@@ -2,17 +2,17 @@
 
 import datetime as dt
 import math
-import os
 
 import dagster as dg
 
 from fraud_assets.lib.warehouse import days_between
 from fraud_core.features import DAY_US, LABEL_DELAY_US, LABEL_LOOKBACK_DAYS
 
-START_DATE = os.environ.get("FRAUD_ASSETS_START_DATE", "2026-01-05")
-"""First day of data (the simulator's default start)."""
 
-daily = dg.DailyPartitionsDefinition(start_date=START_DATE, timezone="UTC")
+def daily_partitions(start_date: str) -> dg.DailyPartitionsDefinition:
+    """One partition per UTC day from `start_date` (AssetSettings.start_date) on."""
+    return dg.DailyPartitionsDefinition(start_date=start_date, timezone="UTC")
+
 
 LABEL_DELAY_DAYS = math.ceil(LABEL_DELAY_US / DAY_US)
 

@@ -1,13 +1,15 @@
-"""Resources, and the one place that picks them from the environment (FRAUD_ASSETS_*)."""
+"""Resources, built from the code location's settings (fraud_assets.settings) by
+`resources_for`."""
 
-import os
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 
-from fraud_assets.lib.jvm import Jdk, aot_cache_path, driver_java_options, spark_jdk
+from fraud_assets.lib.registry import tracking_client
+from fraud_assets.lib.spark_session import prepare_local_driver, spark_config
+from fraud_assets.settings import AssetSettings
 from fraud_core.model_store import ModelStore
 
 
@@ -51,10 +53,17 @@ class MlflowResource(dg.ConfigurableResource):
         folder.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{folder / 'mlflow.db'}"
 
-    def client(self) -> Any:
-        from fraud_assets.lib.registry import tracking_client
+    def artifact_location(self) -> str | None:
+        """Where a new experiment keeps artifacts: beside a local store's database; a
+        tracking server's own default otherwise."""
+        if self.tracking_uri:
+            return None
+        return (Path(self.local_dir).resolve() / "artifacts").as_uri()
 
-        return tracking_client(self)
+    def client(self) -> Any:
+        return tracking_client(
+            self.resolved_tracking_uri(), self.experiment, self.artifact_location()
+        )
 
 
 class OnlineStoreResource(dg.ConfigurableResource):
@@ -65,95 +74,48 @@ class OnlineStoreResource(dg.ConfigurableResource):
     keep the states current instead)."""
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(f"FRAUD_ASSETS_{name}", default)
+class PolicyResource(dg.ConfigurableResource):
+    """The gates a model passes before it is published, and when to retrain."""
 
-
-def spark_config() -> dict[str, Any]:
-    """local[*] by default; FRAUD_ASSETS_SPARK_MASTER or FRAUD_ASSETS_SPARK_REMOTE (Spark
-    Connect, sc://host:15002) point at a cluster. A Connect session takes only the
-    per-session SQL settings; the server keeps its own (`server_config` for a local one)."""
-    remote = _env("SPARK_REMOTE", "")
-    if remote:
-        return {**session_config(), "spark.remote": remote}
-    return local_config(_env("SPARK_MASTER", "local[*]"))
-
-
-def local_config(master: str = "local[*]") -> dict[str, Any]:
-    """A session whose driver runs in this process, on `master`."""
-    return {**session_config(), **server_config(), "spark.master": master}
-
-
-def session_config() -> dict[str, Any]:
-    """The per-session SQL settings the assets' Spark code expects."""
-    return {
-        "spark.sql.session.timeZone": "UTC",
-        "spark.sql.shuffle.partitions": _env("SPARK_SHUFFLE_PARTITIONS", "8"),
-        "spark.sql.execution.arrow.maxRecordsPerBatch": "65536",
-    }
-
-
-def server_config() -> dict[str, str]:
-    """Settings of the Spark driver itself: for a local session or a local Connect server."""
-    config = {
-        "spark.ui.enabled": _env("SPARK_UI", "false"),
-        "spark.driver.memory": _env("SPARK_DRIVER_MEMORY", "4g"),
-    }
-    cache = spark_aot_cache(spark_jdk(spark_jdk_setting()))
-    options = " ".join(
-        part for part in (_env("SPARK_DRIVER_JAVA_OPTIONS", ""), driver_java_options(cache)) if part
-    )
-    if options:
-        config["spark.driver.extraJavaOptions"] = options
-    return config
-
-
-def spark_jdk_setting() -> str:
-    """FRAUD_ASSETS_JAVA_HOME: the JDK of the Spark driver. Empty (the default) keeps what
-    spark-submit finds (JAVA_HOME, else `java` on PATH); `auto` takes the newest JDK installed
-    (a JDK 25 starts from an AOT cache: `make spark-aot`); or a JDK folder."""
-    return _env("JAVA_HOME", "")
-
-
-def spark_aot_cache(jdk: Jdk | None) -> Path | None:
-    """The AOT cache for `jdk` under FRAUD_ASSETS_SPARK_AOT (a folder; default data/spark-aot,
-    `off` for none). None for JDKs that cannot write one."""
-    folder = _env("SPARK_AOT", f"{_env('DATA_DIR', 'data')}/spark-aot")
-    if jdk is None or not jdk.writes_aot_cache or folder == "off":
-        return None
-    return aot_cache_path(jdk, Path(folder))
-
-
-def use_spark_jdk() -> Jdk | None:
-    """Point this process's spark-submit at the configured JDK (before a local session starts
-    its driver); returns that JDK."""
-    jdk = spark_jdk(spark_jdk_setting())
-    if jdk is not None and spark_jdk_setting():
-        os.environ["JAVA_HOME"] = str(jdk.home)
-    return jdk
+    min_pr_auc: float = 0.3
+    """A model below this PR-AUC on the validation days is never published."""
+    champion_tolerance: float = 0.05
+    """A new model may be at most this much (relative PR-AUC) worse than the champion."""
+    latency_p99_ms: float = 5.0
+    """Single-row scoring budget for the exported model (99th percentile, milliseconds)."""
+    retrain_after_days: int = 7
+    """The sensor retrains once this many new labelled days arrived."""
 
 
 class SparkResource(LazyPySparkResource):
-    """dagster-pyspark's lazy session, with its driver on the JDK FRAUD_ASSETS_JAVA_HOME names."""
+    """dagster-pyspark's lazy session, with its driver on the configured JDK (and on loopback
+    for a local master)."""
+
+    java_home: str = ""
+    """The driver's JDK (AssetSettings.java_home)."""
 
     def _init_session(self) -> None:
-        use_spark_jdk()
+        prepare_local_driver(AssetSettings(java_home=self.java_home))
         super()._init_session()
 
 
-def get_resources() -> dict[str, Any]:
-    """Resources for this environment: embedded defaults unless FRAUD_ASSETS_* say otherwise."""
-    data = _env("DATA_DIR", "data")
+def resources_for(settings: AssetSettings) -> dict[str, Any]:
+    """Every resource of the code location, from its settings."""
     return {
         "storage": StorageResource(
-            landing_dir=_env("LANDING_DIR", f"{data}/landing"),
-            warehouse_dir=_env("WAREHOUSE_DIR", f"{data}/warehouse"),
-            model_store_dir=_env("MODEL_STORE_DIR", f"{data}/models"),
+            landing_dir=settings.landing,
+            warehouse_dir=settings.warehouse,
+            model_store_dir=settings.model_store,
         ),
         "mlflow_tracking": MlflowResource(
-            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""),
-            local_dir=_env("MLFLOW_DIR", f"{data}/mlflow"),
+            tracking_uri=settings.mlflow_tracking_uri, local_dir=settings.mlflow_local_dir
         ),
-        "spark": SparkResource(spark_config=spark_config()),
-        "online_store": OnlineStoreResource(redis_url=_env("ONLINE_REDIS_URL", "")),
+        "spark": SparkResource(spark_config=spark_config(settings), java_home=settings.java_home),
+        "online_store": OnlineStoreResource(redis_url=settings.online_redis_url),
+        "policy": PolicyResource(
+            min_pr_auc=settings.min_pr_auc,
+            champion_tolerance=settings.champion_tolerance,
+            latency_p99_ms=settings.latency_p99_ms,
+            retrain_after_days=settings.retrain_after_days,
+        ),
     }

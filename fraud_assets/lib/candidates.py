@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -13,19 +13,23 @@ import pyarrow.parquet as pq
 from fraud_core.bundle import ModelBundle, read_bundle, write_bundle
 from fraud_core.features import FEATURE_NAMES
 from fraud_core.scorer import Scorer
-from fraud_core.training import evaluate
-
-if TYPE_CHECKING:
-    from fraud_assets.defs.resources import StorageResource
+from fraud_training.evaluation import evaluate
 
 LIGHTGBM = "lightgbm"
 CHALLENGER = "mlp-int8"
+
+
+class Tables(Protocol):
+    """Where the warehouse's tables live (the storage resource is one)."""
+
+    def table(self, name: str) -> Path: ...
+
 
 MAX_QUANTIZED_PR_AUC_LOSS = 0.01
 """The int8 challenger may lose at most 1 % of its fp32 PR-AUC (relative)."""
 
 
-def training_set_paths(storage: StorageResource) -> dict[str, Path]:
+def training_set_paths(storage: Tables) -> dict[str, Path]:
     root = storage.table("training_set")
     return {"train": root / "train.parquet", "valid": root / "valid.parquet"}
 
@@ -46,7 +50,7 @@ def _split(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return x, y, table.column("day").to_pylist()
 
 
-def load_training_set(storage: StorageResource) -> TrainingSet:
+def load_training_set(storage: Tables) -> TrainingSet:
     paths = training_set_paths(storage)
     train_x, train_y, _ = _split(paths["train"])
     valid_x, valid_y, days = _split(paths["valid"])
@@ -64,11 +68,11 @@ class Candidate:
     """For the int8 challenger: its fp32 original, the baseline of its quality budget."""
 
 
-def _folder(storage: StorageResource, kind: str) -> Path:
+def _folder(storage: Tables, kind: str) -> Path:
     return storage.table("candidates") / kind
 
 
-def save_candidate(storage: StorageResource, candidate: Candidate) -> Path:
+def save_candidate(storage: Tables, candidate: Candidate) -> Path:
     folder = _folder(storage, candidate.kind)
     path = write_bundle(candidate.bundle, folder / "model.onnx")
     if candidate.reference is not None:
@@ -77,7 +81,7 @@ def save_candidate(storage: StorageResource, candidate: Candidate) -> Path:
     return path
 
 
-def load_candidate(storage: StorageResource, kind: str) -> Candidate:
+def load_candidate(storage: Tables, kind: str) -> Candidate:
     folder = _folder(storage, kind)
     reference = folder / "reference.onnx"
     return Candidate(

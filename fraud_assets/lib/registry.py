@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
@@ -23,29 +23,22 @@ from fraud_core.model_store import (
     mirror_registered,
 )
 
-if TYPE_CHECKING:
-    from fraud_assets.defs.resources import MlflowResource
-
 BUNDLE_ARTIFACT_DIR = "bundle"
 
 
-def tracking_client(resource: MlflowResource) -> MlflowClient:
-    """A client on the configured store, with the experiment created if it is new."""
-    uri = resource.resolved_tracking_uri()
+def tracking_client(uri: str, experiment: str, artifact_location: str | None) -> MlflowClient:
+    """A client on the tracking store at `uri`, with `experiment` created if it is new."""
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(tracking_uri=uri)
-    if client.get_experiment_by_name(resource.experiment) is None:
-        location = None
-        if not resource.tracking_uri:  # a local store keeps artifacts beside its database
-            location = (Path(resource.local_dir).resolve() / "artifacts").as_uri()
-        client.create_experiment(resource.experiment, artifact_location=location)
+    if client.get_experiment_by_name(experiment) is None:
+        client.create_experiment(experiment, artifact_location=artifact_location)
     return client
 
 
-def experiment_id(client: MlflowClient, resource: MlflowResource) -> str:
-    experiment = client.get_experiment_by_name(resource.experiment)
-    assert experiment is not None
-    return str(experiment.experiment_id)
+def experiment_id(client: MlflowClient, experiment: str) -> str:
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None
+    return str(found.experiment_id)
 
 
 @dataclass(frozen=True)
@@ -74,16 +67,6 @@ def register_champion(
     )
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
     return RegisteredChampion(str(version.version), bundle_version, run_id)
-
-
-def current_champion(client: MlflowClient, name: str) -> RegisteredChampion | None:
-    try:
-        version = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
-    except MlflowException:
-        return None
-    return RegisteredChampion(
-        str(version.version), version.tags.get(BUNDLE_VERSION_TAG, ""), version.run_id or ""
-    )
 
 
 def roll_back(client: MlflowClient, name: str, registry_version: str, store: ModelStore) -> Any:

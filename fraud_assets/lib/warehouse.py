@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from fraud_core.simulator import DAY_PARTITION
+from fraud_data.simulator import DAY_PARTITION
 
 
 def day_folder(table_root: Path, day: dt.date) -> Path:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from litestar import Controller, Response, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
+
+from serving.deps import Services
 
 
 class HealthController(Controller):
@@ -16,9 +18,9 @@ class HealthController(Controller):
         return {"live": True}
 
     @get("/ready", operation_id="ready", name="ready")
-    async def ready(self, state: State) -> Response[dict[str, object]]:
+    async def ready(self, services: NamedDependency[Services]) -> Response[dict[str, object]]:
         """Ready only while a valid model is loaded (503 otherwise)."""
-        models = state.models
+        models = services.models
         body: dict[str, object] = {"ready": models.ready}
         if models.current is not None:
             body["model"] = models.current.bundle.label

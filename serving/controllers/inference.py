@@ -8,13 +8,14 @@ from typing import Any
 import msgspec
 import numpy as np
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.types import Scope
 
 from fraud_core.features import FEATURE_NAMES, N_FEATURES
 from fraud_core.scorer import Scorer
 from serving.auth import require
+from serving.deps import Services, services_of
 from serving.errors import ApiError, decode_body
 from serving.lane import fast_lane, header
 from serving.openapi import with_body
@@ -39,8 +40,8 @@ class InferRequest(msgspec.Struct, frozen=True):
     parameters: dict[str, Any] = {}
 
 
-def _model(state: State, name: str) -> Scorer:
-    scorer = served_model(state.models)
+def _model(services: Services, name: str) -> Scorer:
+    scorer = served_model(services.models)
     if name != scorer.metadata.name:
         raise ApiError(
             404,
@@ -109,10 +110,10 @@ def _features(request: InferRequest, binary: bytes = b"") -> np.ndarray:
 
 async def infer(scope: Scope, body: bytes) -> dict[str, Any]:
     """POST /v2/models/{name}/infer's answer (its handler and its fast lane)."""
-    state = scope["litestar_app"].state
-    scorer = _model(state, scope["path_params"]["model_name"])
+    services = services_of(scope["litestar_app"])
+    scorer = _model(services, scope["path_params"]["model_name"])
     request, binary = _decode(scope, body)
-    scores = await state.rows.score(scorer, _features(request, binary))
+    scores = await services.rows.score(scorer, _features(request, binary))
     response: dict[str, Any] = {
         "model_name": scorer.metadata.name,
         "model_version": scorer.version,
@@ -137,9 +138,11 @@ class InferenceController(Controller):
         return {"name": "fraudscale", "version": "0.1.0", "extensions": []}
 
     @get("/models/{model_name:str}", operation_id="model_metadata", name="model_metadata")
-    async def model_metadata(self, model_name: FromPath[str], state: State) -> dict[str, Any]:
+    async def model_metadata(
+        self, model_name: FromPath[str], services: NamedDependency[Services]
+    ) -> dict[str, Any]:
         """The model's version and its tensors: features in the contract's order."""
-        scorer = _model(state, model_name)
+        scorer = _model(services, model_name)
         return {
             "name": scorer.metadata.name,
             "versions": [scorer.version],
@@ -151,10 +154,10 @@ class InferenceController(Controller):
 
     @get("/models/{model_name:str}/ready", operation_id="model_ready", name="model_ready")
     async def model_ready(
-        self, model_name: FromPath[str], state: State
+        self, model_name: FromPath[str], services: NamedDependency[Services]
     ) -> Response[dict[str, Any]]:
         """200 while this model is loaded and serving."""
-        scorer = _model(state, model_name)
+        scorer = _model(services, model_name)
         return Response({"name": scorer.metadata.name, "ready": True})
 
     @post(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import msgspec
 from litestar import Controller, Request, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.types import Scope
 
 from fraud_core.schema import Transaction
 from fraud_core.scoring import Score
 from serving.auth import require
+from serving.deps import Services, services_of
 from serving.errors import ApiError, decode_body
 from serving.lane import fast_lane
 from serving.openapi import with_body
@@ -25,8 +26,8 @@ class BatchResponse(msgspec.Struct, frozen=True):
 
 async def score_one(scope: Scope, body: bytes) -> Score:
     """POST /v1/score's answer (its handler and its fast lane)."""
-    state = scope["litestar_app"].state
-    return (await state.scoring.score([decode_body(body, Transaction)]))[0]
+    services = services_of(scope["litestar_app"])
+    return (await services.scoring.score([decode_body(body, Transaction)]))[0]
 
 
 class ScoreController(Controller):
@@ -46,10 +47,12 @@ class ScoreController(Controller):
         "/batch", operation_id="score_batch", name="score_batch", status_code=200,
         operation_class=with_body(BatchRequest),
     )  # fmt: skip
-    async def score_batch(self, request: Request, state: State) -> BatchResponse:
+    async def score_batch(
+        self, request: Request, services: NamedDependency[Services]
+    ) -> BatchResponse:
         """Score up to `max_batch_transactions` transactions in one call, in order."""
         batch = decode_body(await request.body(), BatchRequest)
-        limit = state.settings.max_batch_transactions
+        limit = services.settings.max_batch_transactions
         if not batch.transactions:
             raise ApiError(422, "invalid_field", "at least one transaction", "transactions")
         if len(batch.transactions) > limit:
@@ -57,4 +60,4 @@ class ScoreController(Controller):
                 422, "too_many", f"{len(batch.transactions)} transactions, at most {limit}",
                 "transactions",
             )  # fmt: skip
-        return BatchResponse(await state.scoring.score(batch.transactions))
+        return BatchResponse(await services.scoring.score(batch.transactions))

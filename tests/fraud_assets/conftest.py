@@ -13,11 +13,13 @@ import pytest
 from fraud_assets.defs.resources import (
     MlflowResource,
     OnlineStoreResource,
+    PolicyResource,
     SparkResource,
     StorageResource,
-    local_config,
 )
-from fraud_assets.lib.runs import materialize_graph
+from fraud_assets.lib.spark_session import local_config
+from fraud_assets.runs import materialize_graph
+from fraud_assets.settings import AssetSettings
 from tests.conftest import SMALL_WORLD
 
 DAYS = [SMALL_WORLD.start + dt.timedelta(days=i) for i in range(SMALL_WORLD.days)]
@@ -26,7 +28,7 @@ TRAINING_CONFIG = {"ops": {"training_set": {"config": {"warmup_days": 2, "valida
 
 @pytest.fixture(scope="session")
 def spark_resource() -> Iterator[SparkResource]:
-    config = {**local_config("local[2]"), "spark.sql.shuffle.partitions": "4"}
+    config = {**local_config(AssetSettings(), "local[2]"), "spark.sql.shuffle.partitions": "4"}
     resource = SparkResource(spark_config=config)
     yield resource
     resource.spark_session.stop()
@@ -52,6 +54,7 @@ def make_resources(
         "mlflow_tracking": MlflowResource(local_dir=str(root / "mlflow")),
         "spark": spark,
         "online_store": OnlineStoreResource(redis_url=redis_url),
+        "policy": PolicyResource(),
     }
 
 
@@ -63,7 +66,10 @@ def run_range(
     last: dt.date,
 ) -> dg.ExecuteInProcessResult:
     """One run over a range of days, as a single-run backfill launches it."""
-    return materialize_graph(selection, instance=instance, resources=resources, days=(first, last))
+    return materialize_graph(
+        selection, settings=AssetSettings(), instance=instance, resources=resources,
+        days=(first, last),
+    )  # fmt: skip
 
 
 def run_unpartitioned(
@@ -75,6 +81,7 @@ def run_unpartitioned(
 ) -> dg.ExecuteInProcessResult:
     return materialize_graph(
         selection,
+        settings=AssetSettings(),
         instance=instance,
         resources=resources,
         run_config=TRAINING_CONFIG,

@@ -6,11 +6,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from fraud_assets.definitions import defs
+from fraud_assets.definitions import build_definitions
+from fraud_assets.settings import AssetSettings
 
 pytestmark = pytest.mark.unit
 
 SNAPSHOT = Path(__file__).with_name("asset_graph.json")
+defs = build_definitions(AssetSettings())
 
 
 def graph_snapshot() -> dict[str, object]:

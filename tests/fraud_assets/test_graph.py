@@ -16,9 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
-from fraud_assets.lib.jvm import aot_cache_path, installed_jdks, record
+from fraud_assets.lib.jvm import aot_cache_path, installed_jdks
 from fraud_assets.lib.registry import CHAMPION_ALIAS, roll_back
+from fraud_assets.lib.spark_aot import record
 from fraud_assets.lib.warehouse import read_days
+from fraud_assets.settings import AssetSettings
 from fraud_core.features import STATEFUL_FEATURES
 from fraud_core.state import replay
 from tests.fraud_assets.conftest import DAYS, make_resources, run_range, run_unpartitioned
@@ -205,9 +207,12 @@ def test_sensor_waits_for_new_labelled_days_then_asks_for_retraining(platform, i
     import dagster as dg
 
     from fraud_assets.defs.automation import new_labelled_days_sensor
+    from fraud_assets.defs.resources import PolicyResource
 
     # Just trained on every labelled day: nothing new, so no run.
-    result = new_labelled_days_sensor(dg.build_sensor_context(instance=instance))
+    result = new_labelled_days_sensor(
+        dg.build_sensor_context(instance=instance, resources={"policy": PolicyResource()})
+    )
     assert not result.run_requests
     assert "0 new labelled days" in (result.skip_reason.skip_message or "")
 
@@ -269,11 +274,11 @@ def test_a_nightly_run_through_spark_connect_gives_the_same_features_and_scores(
 ) -> None:  # type: ignore[no-untyped-def]
     """FRAUD_ASSETS_SPARK_REMOTE: a Dagster run whose Spark is a Spark Connect server
     featurizes and scores a day as the local session did (the features as the reference)."""
-    from fraud_assets.defs.resources import server_config
-    from fraud_assets.lib.spark_connect import LocalSparkConnect
+    from fraud_assets.lib.spark_session import server_config
+    from fraud_devtools.spark_connect import LocalSparkConnect
 
     server = LocalSparkConnect(
-        tmp_path, {**server_config(), "spark.driver.memory": "1g"}, "local[2]"
+        tmp_path, {**server_config(AssetSettings()), "spark.driver.memory": "1g"}, "local[2]"
     )
     server.start()
     try:
@@ -312,15 +317,21 @@ NIGHT_RUN = """
 import datetime as dt, os, sys
 from pathlib import Path
 import dagster as dg
-from fraud_assets.defs.resources import SparkResource, spark_config
-from fraud_assets.lib.runs import materialize_graph
+from fraud_assets.defs.resources import SparkResource
+from fraud_assets.lib.spark_session import spark_config
+from fraud_assets.runs import materialize_graph
+from fraud_assets.settings import AssetSettings
 from tests.fraud_assets.conftest import make_resources
 
 root, landing, day = Path(sys.argv[1]), Path(sys.argv[2]), dt.date.fromisoformat(sys.argv[3])
-spark = SparkResource(spark_config={**spark_config(), "spark.sql.shuffle.partitions": "4"})
+settings = AssetSettings.from_env()
+spark = SparkResource(
+    spark_config={**spark_config(settings), "spark.sql.shuffle.partitions": "4"},
+    java_home=settings.java_home,
+)
 with dg.DagsterInstance.ephemeral() as instance:
     materialize_graph(
-        ["card_features", "scored_transactions"], instance=instance,
+        ["card_features", "scored_transactions"], settings=settings, instance=instance,
         resources=make_resources(root, landing, spark), days=(day, day),
     )
 session = spark.spark_session

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fraud_assets.defs.resources import server_config, spark_aot_cache
 from fraud_assets.lib.jvm import driver_java_options, installed_jdks, spark_jdk
+from fraud_assets.lib.spark_session import local_config, server_config, spark_aot_cache
+from fraud_assets.settings import AssetSettings
 
 pytestmark = pytest.mark.unit
 
@@ -36,36 +37,44 @@ def test_a_setting_that_names_no_jdk_is_refused_by_name(tmp_path: Path) -> None:
         spark_jdk(str(tmp_path))
 
 
-def test_only_a_jdk_25_with_a_recorded_cache_starts_from_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("FRAUD_ASSETS_SPARK_AOT", str(tmp_path / "aot"))
+def test_only_a_jdk_25_with_a_recorded_cache_starts_from_it(tmp_path: Path) -> None:
+    settings = AssetSettings(spark_aot=str(tmp_path / "aot"))
     old = spark_jdk(str(install_jdk(tmp_path, "java-17", "17.0.15")))
     new = spark_jdk(str(install_jdk(tmp_path, "temurin-25", "25.0.3")))
     assert old is not None
     assert new is not None
-    cache = spark_aot_cache(new)
+    cache = spark_aot_cache(settings, new)
     assert cache is not None
     assert "25.0.3" in cache.name
     assert driver_java_options(cache) == ""  # not recorded yet
     cache.parent.mkdir()
     cache.write_bytes(b"cache")
     assert driver_java_options(cache) == f"-XX:AOTCache={cache}"
-    assert spark_aot_cache(old) is None
-    assert driver_java_options(spark_aot_cache(old)) == ""
+    assert spark_aot_cache(settings, old) is None
+    assert driver_java_options(spark_aot_cache(settings, old)) == ""
 
 
-def test_the_driver_settings_carry_the_cache_unless_it_is_off(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_driver_settings_carry_the_cache_unless_it_is_off(tmp_path: Path) -> None:
     home = install_jdk(tmp_path, "temurin-25", "25.0.3")
-    monkeypatch.setenv("FRAUD_ASSETS_JAVA_HOME", str(home))
-    monkeypatch.setenv("FRAUD_ASSETS_SPARK_AOT", str(tmp_path / "aot"))
-    monkeypatch.setenv("FRAUD_ASSETS_SPARK_DRIVER_JAVA_OPTIONS", "-Xss4m")
-    cache = spark_aot_cache(spark_jdk(str(home)))
+    settings = AssetSettings.from_env({
+        "FRAUD_ASSETS_JAVA_HOME": str(home),
+        "FRAUD_ASSETS_SPARK_AOT": str(tmp_path / "aot"),
+        "FRAUD_ASSETS_SPARK_DRIVER_JAVA_OPTIONS": "-Xss4m",
+    })  # fmt: skip
+    cache = spark_aot_cache(settings, spark_jdk(str(home)))
     assert cache is not None
     cache.parent.mkdir()
     cache.write_bytes(b"cache")
-    assert server_config()["spark.driver.extraJavaOptions"] == f"-Xss4m -XX:AOTCache={cache}"
-    monkeypatch.setenv("FRAUD_ASSETS_SPARK_AOT", "off")
-    assert server_config()["spark.driver.extraJavaOptions"] == "-Xss4m"
+    options = server_config(settings)["spark.driver.extraJavaOptions"]
+    assert options == f"-Xss4m -XX:AOTCache={cache}"
+    off = AssetSettings(java_home=str(home), spark_aot="off", spark_driver_java_options="-Xss4m")
+    assert server_config(off)["spark.driver.extraJavaOptions"] == "-Xss4m"
+
+
+def test_a_local_driver_binds_and_advertises_loopback_a_remote_cluster_does_not() -> None:
+    settings = AssetSettings()
+    for master in ("local[2]", "spark://127.0.0.1:7077"):
+        config = local_config(settings, master)
+        assert config["spark.driver.host"] == config["spark.driver.bindAddress"] == "127.0.0.1"
+    remote = local_config(settings, "spark://spark-master.prod:7077")
+    assert "spark.driver.host" not in remote

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fraud_core.local import free_port, port_answers, wait_until
+from fraud_devtools.processes import free_port, port_answers, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +18,7 @@ def test_a_supervisor_stopping_the_server_stops_its_jvm(tmp_path: Path) -> None:
     """SIGTERM (systemd, Kubernetes, `kill`) ends the server's JVM too, not only Ctrl-C: a
     JVM left behind would keep the port and the memory of the next server."""
     port = free_port()
-    command = [sys.executable, "-m", "fraud_assets.lib.spark_connect", "--port", str(port),
+    command = [sys.executable, "-m", "fraud_devtools.spark_connect", "--port", str(port),
                "--master", "local[1]", "--folder", str(tmp_path)]  # fmt: skip
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:

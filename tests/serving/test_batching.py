@@ -10,8 +10,8 @@ import msgspec
 import pytest
 
 from fraud_core.model_store import ModelStore
+from fraud_devtools.rest_server import running_server
 from serving.app import create_app
-from serving.local import running_server
 from serving.settings import ServingSettings
 from tests.conftest import SAMPLE_TRANSACTION
 
@@ -31,7 +31,7 @@ async def score_concurrently(settings: ServingSettings, n: int) -> tuple[list[fl
                 *(client.post("/v1/score", content=p) for p in payloads)
             )
         assert all(r.status_code == 200 for r in responses)
-        batcher = app.state.scoring.batcher
+        batcher = app.state.services.scoring.batcher
         calls = batcher.batches if batcher is not None else n
     return [r.json()["score"] for r in responses], calls
 

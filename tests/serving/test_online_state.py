@@ -13,11 +13,11 @@ import redis
 from litestar.testing import TestClient
 
 from fraud_core.features import arrow_columns, feature_matrix
-from fraud_core.local import LocalRedis
 from fraud_core.model_store import ModelStore
 from fraud_core.online_store import CARD_STATE_TTL_MS, card_key, load_history
 from fraud_core.scorer import Scorer
 from fraud_core.state import replay
+from fraud_devtools.redis_server import LocalRedis
 from serving.app import create_app
 from serving.settings import ServingSettings
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from fraud_core.model_store import ModelStore
-from streaming.broker import LocalKafka
-from streaming.local import LocalWorker
+from fraud_devtools.kafka import LocalKafka
+from fraud_devtools.stream_workers import LocalWorker
 
 _ids = itertools.count()
 

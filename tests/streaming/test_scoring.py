@@ -11,7 +11,7 @@ import pytest
 from fraud_core.schema import timestamps_us
 from fraud_core.scorer import Scorer
 from fraud_core.state import CardState, MerchantState, end_states, replay
-from streaming.local import label_records, transaction_records
+from fraud_devtools.stream_workers import label_records, transaction_records
 from streaming.scoring import (
     CardEntry,
     MerchantEntry,

@@ -22,15 +22,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fraud_core.bundle import make_bundle
 from fraud_core.features import DAY_US, arrow_columns, feature_matrix
-from fraud_core.local import LocalRedis, wait_until
 from fraud_core.model_store import ModelStore
 from fraud_core.online_store import card_key
 from fraud_core.schema import LABELLED_SCHEMA, from_micros, timestamps_us
 from fraud_core.scorer import Scorer
 from fraud_core.scoring import Score
 from fraud_core.state import CardState, MerchantState, decode_card_state, end_states, replay
-from streaming.broker import LocalKafka
-from streaming.local import consume, label_records, produce, transaction_records
+from fraud_devtools.kafka import LocalKafka
+from fraud_devtools.processes import wait_until
+from fraud_devtools.redis_server import LocalRedis
+from fraud_devtools.stream_workers import consume, label_records, produce, transaction_records
 from streaming.outbox import key_partition
 from streaming.scoring import Alert, decode_card_entry, decode_merchant_entry
 from streaming.settings import StreamSettings

@@ -3,19 +3,12 @@
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 
-from fraud_assets.defs.partitions import daily, look_back, partition_days, single_run
+from fraud_assets.defs.partitions import look_back, partition_days, single_run
 from fraud_assets.defs.resources import StorageResource
 from fraud_assets.lib.batch import featurize_days
 from fraud_assets.lib.warehouse import day_rows, existing_day_folders
 
 
-@dg.asset(
-    partitions_def=daily,
-    deps=[dg.AssetDep("raw_transactions", partition_mapping=look_back)],
-    backfill_policy=single_run,
-    group_name="features",
-    kinds={"spark", "parquet"},
-)
 def card_features(
     context: dg.AssetExecutionContext, storage: StorageResource, spark: LazyPySparkResource
 ) -> dg.MaterializeResult:
@@ -31,3 +24,16 @@ def card_features(
     return dg.MaterializeResult(
         metadata={"rows": sum(rows.values()), "rows_per_day": rows, **history}
     )
+
+
+def build(daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """The feature assets on `daily` partitions."""
+    return [
+        dg.asset(
+            partitions_def=daily,
+            deps=[dg.AssetDep("raw_transactions", partition_mapping=look_back)],
+            backfill_policy=single_run,
+            group_name="features",
+            kinds={"spark", "parquet"},
+        )(card_features),
+    ]

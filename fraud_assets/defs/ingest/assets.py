@@ -7,11 +7,11 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fraud_assets.defs.partitions import daily, partition_days, single_run
+from fraud_assets.defs.partitions import partition_days, single_run
 from fraud_assets.defs.resources import StorageResource
 from fraud_assets.lib.warehouse import write_day
-from fraud_core.landing import LandingError, read_landing
 from fraud_core.schema import LABELLED_SCHEMA, split_valid
+from fraud_data.landing import LandingError, read_landing
 
 QUARANTINE_TABLE = "quarantined_transactions"
 
@@ -51,7 +51,6 @@ def ingest_day(storage: StorageResource, day: dt.date) -> dict[str, Any]:
     }
 
 
-@dg.asset(partitions_def=daily, backfill_policy=single_run, group_name="ingest", kinds={"parquet"})
 def raw_transactions(
     context: dg.AssetExecutionContext, storage: StorageResource
 ) -> dg.MaterializeResult:
@@ -75,3 +74,12 @@ def raw_transactions(
             "days": list(per_day),
         }
     )
+
+
+def build(daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """The ingest assets on `daily` partitions."""
+    return [
+        dg.asset(
+            partitions_def=daily, backfill_policy=single_run, group_name="ingest", kinds={"parquet"}
+        )(raw_transactions),
+    ]

@@ -10,7 +10,7 @@ import datetime as dt
 
 import dagster as dg
 
-from fraud_assets.defs.partitions import daily, look_back, partition_days, single_run
+from fraud_assets.defs.partitions import look_back, partition_days, single_run
 from fraud_assets.defs.resources import OnlineStoreResource, StorageResource
 from fraud_assets.lib.batch import lookback_days
 from fraud_assets.lib.warehouse import existing_day_folders, read_days
@@ -18,13 +18,6 @@ from fraud_core.features import LABEL_LOOKBACK_DAYS
 from fraud_core.online_store import load_history
 
 
-@dg.asset(
-    partitions_def=daily,
-    deps=[dg.AssetDep("raw_transactions", partition_mapping=look_back)],
-    backfill_policy=single_run,  # a range of days is one run, which loads the newest day's
-    group_name="serving",
-    kinds={"redis"},
-)
 def online_state(
     context: dg.AssetExecutionContext, storage: StorageResource, online_store: OnlineStoreResource
 ) -> dg.MaterializeResult:
@@ -47,3 +40,16 @@ def online_state(
             "history_rows": history.num_rows,
         }
     )  # fmt: skip
+
+
+def build(daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """The online-store asset on `daily` partitions."""
+    return [
+        dg.asset(
+            partitions_def=daily,
+            deps=[dg.AssetDep("raw_transactions", partition_mapping=look_back)],
+            backfill_policy=single_run,  # a range of days is one run, which loads the newest
+            group_name="serving",
+            kinds={"redis"},
+        )(online_state),
+    ]

@@ -16,7 +16,7 @@ from fraud_assets.lib.candidates import (
 from fraud_assets.lib.drift import save_baseline, score_baseline
 from fraud_assets.lib.registry import register_champion
 from fraud_core.scorer import Scorer
-from fraud_core.training import evaluate
+from fraud_training.evaluation import evaluate
 
 
 def baseline_path(storage: StorageResource, version: str) -> Path:

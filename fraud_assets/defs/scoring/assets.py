@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dagster_pyspark import LazyPySparkResource
 
-from fraud_assets.defs.partitions import daily, partition_days, single_run
-from fraud_assets.defs.publishing.assets import baseline_path, published_model
+from fraud_assets.defs.partitions import partition_days, single_run
+from fraud_assets.defs.publishing.assets import baseline_path
 from fraud_assets.defs.resources import StorageResource
 from fraud_assets.lib.batch import score_days
 from fraud_assets.lib.drift import PSI_ALERT, load_baseline, psi
@@ -20,14 +20,6 @@ from fraud_core.bundle import BundleError
 DRIFT_CHECK = dg.AssetCheckSpec("score_drift", asset="scored_transactions")
 
 
-@dg.asset(
-    partitions_def=daily,
-    deps=["card_features", published_model],
-    backfill_policy=single_run,
-    check_specs=[DRIFT_CHECK],
-    group_name="scoring",
-    kinds={"spark", "onnx", "parquet"},
-)
 def scored_transactions(
     context: dg.AssetExecutionContext, storage: StorageResource, spark: LazyPySparkResource
 ) -> dg.MaterializeResult:
@@ -72,13 +64,6 @@ def scored_transactions(
     )
 
 
-@dg.asset(
-    partitions_def=daily,
-    deps=[scored_transactions],
-    backfill_policy=single_run,
-    group_name="scoring",
-    kinds={"parquet"},
-)
 def fraud_alerts(
     context: dg.AssetExecutionContext, storage: StorageResource
 ) -> dg.MaterializeResult:
@@ -111,3 +96,24 @@ def fraud_alerts(
             },
         }
     )
+
+
+def build(daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """The scoring assets on `daily` partitions."""
+    return [
+        dg.asset(
+            partitions_def=daily,
+            deps=["card_features", "published_model"],
+            backfill_policy=single_run,
+            check_specs=[DRIFT_CHECK],
+            group_name="scoring",
+            kinds={"spark", "onnx", "parquet"},
+        )(scored_transactions),
+        dg.asset(
+            partitions_def=daily,
+            deps=["scored_transactions"],
+            backfill_policy=single_run,
+            group_name="scoring",
+            kinds={"parquet"},
+        )(fraud_alerts),
+    ]

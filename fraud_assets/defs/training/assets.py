@@ -23,17 +23,16 @@ from fraud_assets.lib.candidates import (
 )
 from fraud_assets.lib.registry import experiment_id
 from fraud_assets.lib.warehouse import read_days, write_file
-from fraud_core.challenger import export_mlp, fit_mlp, quantize_int8
 from fraud_core.features import CARD_LOOKBACK_DAYS, FEATURE_NAMES, arrow_columns, feature_matrix
 from fraud_core.scorer import Scorer
-from fraud_core.training import (
+from fraud_training.evaluation import evaluate, make_model_bundle
+from fraud_training.lightgbm_trainer import (
     LightGBMParams,
-    evaluate,
     export_lightgbm,
     fit_lightgbm,
     lightgbm_importance,
-    make_model_bundle,
 )
+from fraud_training.mlp_challenger import export_mlp, fit_mlp, quantize_int8
 
 DEFAULT_PARAMS = LightGBMParams()
 
@@ -136,7 +135,7 @@ def fraud_model(
     data = load_training_set(storage)
     params = LightGBMParams(**config.model_dump())
     client = mlflow_tracking.client()
-    with mlflow.start_run(experiment_id=experiment_id(client, mlflow_tracking)) as run:
+    with mlflow.start_run(experiment_id=experiment_id(client, mlflow_tracking.experiment)) as run:
         model = fit_lightgbm(data.train_x, data.train_y, params)
         metrics = evaluate(model.booster_.predict(data.valid_x), data.valid_y)
         mlflow.log_params({**config.model_dump(), "train_rows": len(data.train_y)})

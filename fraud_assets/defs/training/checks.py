@@ -1,12 +1,11 @@
 """Quality gates on the models. Blocking checks stop a bad model before publishing."""
 
-import os
 import time
 
 import dagster as dg
 import numpy as np
 
-from fraud_assets.defs.resources import StorageResource
+from fraud_assets.defs.resources import PolicyResource, StorageResource
 from fraud_assets.defs.training.assets import (
     fraud_model,
     native_model,
@@ -23,25 +22,19 @@ from fraud_assets.lib.candidates import (
 )
 from fraud_core.bundle import BundleError
 from fraud_core.scorer import Scorer
-from fraud_core.training import evaluate
+from fraud_training.evaluation import evaluate
 
-MIN_PR_AUC = float(os.environ.get("FRAUD_ASSETS_MIN_PR_AUC", "0.3"))
-"""A model below this PR-AUC on the validation days is never published."""
-CHAMPION_TOLERANCE = float(os.environ.get("FRAUD_ASSETS_CHAMPION_TOLERANCE", "0.05"))
-"""A new model may be at most this much (relative PR-AUC) worse than the champion."""
 MAX_ONNX_DIFFERENCE = 1e-4
-LATENCY_P99_MS = float(os.environ.get("FRAUD_ASSETS_LATENCY_P99_MS", "5"))
-"""Single-row scoring budget for the exported model (99th percentile, milliseconds)."""
 
 
 @dg.asset_check(asset=fraud_model, blocking=True)
-def fraud_model_quality(storage: StorageResource) -> dg.AssetCheckResult:
+def fraud_model_quality(storage: StorageResource, policy: PolicyResource) -> dg.AssetCheckResult:
     """PR-AUC above the floor, and not worse than the current champion beyond the tolerance."""
     data = load_training_set(storage)
     booster, _ = native_model(storage)
     pr_auc = evaluate(booster.predict(data.valid_x), data.valid_y)["pr_auc"]
-    metadata: dict[str, float | str] = {"pr_auc": pr_auc, "floor": MIN_PR_AUC}
-    passed = pr_auc >= MIN_PR_AUC
+    metadata: dict[str, float | str] = {"pr_auc": pr_auc, "floor": policy.min_pr_auc}
+    passed = pr_auc >= policy.min_pr_auc
     try:
         champion = Scorer(storage.model_store.load_champion())
     except BundleError:
@@ -49,7 +42,7 @@ def fraud_model_quality(storage: StorageResource) -> dg.AssetCheckResult:
     if champion is not None:
         champion_pr_auc = evaluate(champion.score(data.valid_x), data.valid_y)["pr_auc"]
         metadata |= {"champion_version": champion.version, "champion_pr_auc": champion_pr_auc}
-        passed = passed and pr_auc >= champion_pr_auc * (1 - CHAMPION_TOLERANCE)
+        passed = passed and pr_auc >= champion_pr_auc * (1 - policy.champion_tolerance)
     return dg.AssetCheckResult(passed=passed, metadata=metadata)
 
 
@@ -77,15 +70,21 @@ def single_row_latencies_ms(scorer: Scorer, rows: np.ndarray, repeats: int = 200
 
 
 @dg.asset_check(asset=onnx_model, blocking=True)
-def onnx_single_row_latency(storage: StorageResource) -> dg.AssetCheckResult:
+def onnx_single_row_latency(
+    storage: StorageResource, policy: PolicyResource
+) -> dg.AssetCheckResult:
     """Single-row scoring stays within the latency budget (p99)."""
     data = load_training_set(storage)
     scorer = Scorer(load_candidate(storage, LIGHTGBM).bundle)
     timings = single_row_latencies_ms(scorer, data.valid_x)
     p50, p99 = np.percentile(timings, [50, 99])
     return dg.AssetCheckResult(
-        passed=bool(p99 <= LATENCY_P99_MS),
-        metadata={"p50_ms": float(p50), "p99_ms": float(p99), "budget_p99_ms": LATENCY_P99_MS},
+        passed=bool(p99 <= policy.latency_p99_ms),
+        metadata={
+            "p50_ms": float(p50),
+            "p99_ms": float(p99),
+            "budget_p99_ms": policy.latency_p99_ms,
+        },
     )
 
 

@@ -7,10 +7,14 @@ from typing import Any
 
 import dagster as dg
 
+from fraud_assets.definitions import asset_graph
+from fraud_assets.settings import AssetSettings
+
 
 def materialize_graph(
     selection: list[str],
     *,
+    settings: AssetSettings,
     instance: dg.DagsterInstance,
     resources: dict[str, Any],
     days: tuple[dt.date, dt.date] | None = None,
@@ -18,8 +22,7 @@ def materialize_graph(
     raise_on_error: bool = True,
 ) -> dg.ExecuteInProcessResult:
     """One run of `selection`; with `days` (first, last), over that partition range."""
-    from fraud_assets.definitions import ASSETS, CHECKS
-
+    assets, checks = asset_graph(settings)
     tags = {}
     if days is not None:
         tags = {
@@ -27,7 +30,7 @@ def materialize_graph(
             "dagster/asset_partition_range_end": days[1].isoformat(),
         }
     return dg.materialize(
-        [*ASSETS, *CHECKS],
+        [*assets, *checks],
         selection=selection,
         instance=instance,
         resources=resources,

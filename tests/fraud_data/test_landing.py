@@ -9,9 +9,9 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
-from fraud_core.cli import main
-from fraud_core.landing import LandingError, landing_days, read_landing
 from fraud_core.schema import LABELLED_SCHEMA
+from fraud_data.cli import main
+from fraud_data.landing import LandingError, landing_days, read_landing
 
 pytestmark = pytest.mark.unit
 

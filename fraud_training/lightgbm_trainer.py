@@ -1,32 +1,26 @@
 """Train LightGBM on the contract's features and return a validated ONNX bundle.
 
 The asset graph calls `train_bundle`; tests call it to make real models. Its heavy imports
-(lightgbm, onnxmltools, scikit-learn) stay here, out of what serving and streaming import.
+(lightgbm, onnxmltools, scikit-learn) stay in this package, out of what serving and
+streaming install.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 import lightgbm as lgb
-import msgspec
 import numpy as np
-import numpy.typing as npt
 import onnx
 import onnxmltools
 from onnxmltools.convert.common.data_types import FloatTensorType
-from sklearn.metrics import average_precision_score, roc_auc_score
 
-from fraud_core.bundle import BundleMetadata, ModelBundle, make_bundle
-from fraud_core.features import FEATURE_NAMES, FEATURE_VERSION, N_FEATURES
-from fraud_core.scorer import Scorer
+from fraud_core.bundle import ModelBundle
+from fraud_core.features import N_FEATURES
+from fraud_training.evaluation import ALERT_RATE, make_model_bundle
 
 ONNX_OPSET = 15
 """The newest opset onnxmltools' LightGBM converter supports."""
-
-ALERT_RATE = 0.005
-"""Share of transactions the fraud team can review: the threshold is set to alert on this many."""
 
 
 @dataclass(frozen=True)
@@ -51,31 +45,6 @@ class TrainedModel:
     bundle: ModelBundle
     booster: lgb.Booster
     metrics: dict[str, float]
-
-
-def evaluate(
-    scores: npt.ArrayLike, labels: npt.ArrayLike, alert_rate: float = ALERT_RATE
-) -> dict[str, float]:
-    """PR-AUC, ROC-AUC, and the share of fraud caught when alerting on the top `alert_rate`."""
-    scores = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.int8)
-    if y.min() == y.max():
-        raise ValueError("evaluation needs both fraud and legitimate examples")
-    n_alerts = max(1, round(alert_rate * len(scores)))
-    top = np.argsort(-scores, kind="stable")[:n_alerts]
-    return {
-        "pr_auc": float(average_precision_score(y, scores)),
-        "roc_auc": float(roc_auc_score(y, scores)),
-        "recall_at_alert_rate": float(y[top].sum() / y.sum()),
-        "alert_rate": alert_rate,
-        "n_examples": float(len(y)),
-        "n_fraud": float(y.sum()),
-    }
-
-
-def threshold_for_alert_rate(scores: np.ndarray, alert_rate: float = ALERT_RATE) -> float:
-    """The score at or above which `alert_rate` of these transactions would alert."""
-    return float(np.quantile(scores.astype(np.float64), 1.0 - alert_rate))
 
 
 def fit_lightgbm(
@@ -119,43 +88,6 @@ def lightgbm_importance(model: lgb.LGBMClassifier | lgb.Booster) -> np.ndarray:
     booster = model.booster_ if isinstance(model, lgb.LGBMClassifier) else model
     gain = booster.feature_importance(importance_type="gain").astype(np.float64)
     return gain / max(gain.sum(), 1e-12)
-
-
-def make_model_bundle(
-    onnx_model: onnx.ModelProto,
-    train_x: np.ndarray,
-    valid_x: np.ndarray,
-    valid_y: np.ndarray,
-    *,
-    name: str,
-    version: str,
-    family: str,
-    importance: np.ndarray | None = None,
-    alert_rate: float = ALERT_RATE,
-) -> tuple[ModelBundle, dict[str, float]]:
-    """Bundle an exported model: threshold and metrics are measured on the ONNX graph itself,
-    the thing that is served, on the validation rows."""
-    x_train = np.asarray(train_x, dtype=np.float32)
-    draft = BundleMetadata(
-        name=name,
-        version=version,
-        feature_version=FEATURE_VERSION,
-        feature_names=FEATURE_NAMES,
-        threshold=0.5,
-        feature_means=tuple(x_train.mean(axis=0, dtype=np.float64).tolist()),
-        feature_scales=tuple(x_train.std(axis=0, dtype=np.float64).tolist()),
-        feature_importance=tuple(importance.tolist()) if importance is not None else (),
-        trained_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        family=family,
-    )
-    valid_scores = Scorer(make_bundle(onnx_model, draft)).score(
-        np.asarray(valid_x, dtype=np.float32)
-    )
-    metrics = evaluate(valid_scores, valid_y, alert_rate)
-    metadata = msgspec.structs.replace(
-        draft, threshold=threshold_for_alert_rate(valid_scores, alert_rate), metrics=metrics
-    )
-    return make_bundle(onnx_model, metadata), metrics
 
 
 def train_bundle(

@@ -5,8 +5,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from fraud_core.landing import landing_days
-from fraud_core.simulator import (
+from fraud_data.landing import landing_days
+from fraud_data.simulator import (
     SCENARIOS,
     SimulationConfig,
     check_schema,

@@ -14,8 +14,8 @@ import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from fraud_core.features import LABEL_DELAY_US
-from fraud_core.local import LocalProcess, free_port, start_process
 from fraud_core.schema import from_micros, timestamps_us
+from fraud_devtools.processes import LocalProcess, free_port, start_process
 
 _json = msgspec.json.Encoder()
 

@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fraud_core.landing import LandingError, landing_files, read_landing
 from fraud_core.schema import split_valid
-from fraud_core.simulator import SimulationConfig, generate
+from fraud_data.landing import LandingError, landing_files, read_landing
+from fraud_data.simulator import SimulationConfig, generate
 
 console = Console()
 

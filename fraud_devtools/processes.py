@@ -1,9 +1,7 @@
-"""Running real services on this machine's loopback: for `make demo`, the benchmarks and tests.
+"""Child processes of local services: start one and wait until it is ready, stop or kill it.
 
-Every component's local runner (Redis here, the Kafka broker and stream workers in
-streaming.broker and streaming.local, the REST server in serving.local, Spark Connect in
-fraud_assets.lib.spark_connect) uses these, so ports, start-up waits and shutdowns behave the
-same everywhere.
+Every runner in fraud_devtools (Redis, the Kafka broker, stream workers, Spark Connect) uses
+these, so ports, start-up waits and shutdowns behave the same everywhere.
 """
 
 from __future__ import annotations
@@ -114,28 +112,3 @@ class LocalProcess:
         if self.process is not None:
             kill_process(self.process)
             self.process = None
-
-
-class LocalRedis(LocalProcess):
-    """Debian's redis-server in the foreground, without persistence, on a loopback port."""
-
-    def __init__(self, folder: Path, port: int | None = None) -> None:
-        self.port, self.folder = port or free_port(), folder
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import redis  # the serving and streaming extras install it
-
-        client = redis.Redis(port=self.port, socket_timeout=0.5)
-
-        def answers() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.ConnectionError:
-                return False
-
-        self.process = start_process(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder)],
-            "redis-server", answers, 10,
-        )  # fmt: skip

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import uvicorn
 from litestar import Litestar
 
-from fraud_core.local import free_port, wait_until
+from fraud_devtools.processes import free_port, wait_until
 
 
 @contextlib.contextmanager

@@ -1,9 +1,9 @@
 """A real Apache Kafka broker on loopback: single node, KRaft mode (broker and controller in one
-JVM), from the jars Maven resolves out of Maven Central with streaming/kafka/pom.xml.
+JVM), from the jars Maven resolves out of Maven Central with fraud_devtools/kafka_jars/pom.xml.
 
-    python -m streaming.broker fetch     resolve the jars into .kafka/libs (once)
-    python -m streaming.broker up        start a broker on 127.0.0.1:9092 in the background
-    python -m streaming.broker down      stop it
+    python -m fraud_devtools.kafka fetch     resolve the jars into .kafka/libs (once)
+    python -m fraud_devtools.kafka up        start a broker on 127.0.0.1:9092 in the background
+    python -m fraud_devtools.kafka down      stop it
 
 Tests start their own on free ports through `LocalKafka`. Set KAFKA_BOOTSTRAP_SERVERS to use
 an existing cluster instead; nothing here runs then.
@@ -23,10 +23,10 @@ import sys
 import uuid
 from pathlib import Path
 
-from fraud_core.local import LocalProcess, free_port, port_answers, start_process
+from fraud_devtools.processes import LocalProcess, free_port, port_answers, start_process
 
 PROJECT = Path(__file__).resolve().parent.parent
-POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
+POM = Path(__file__).resolve().parent / "kafka_jars" / "pom.xml"
 KAFKA_HOME = Path(os.environ.get("FRAUD_KAFKA_HOME", PROJECT / ".kafka"))
 """Where the jars (libs/) and the `make kafka-up` broker's files (run/) live."""
 
@@ -185,7 +185,7 @@ def down() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streaming.broker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fraud_devtools.kafka", description=__doc__)
     parser.add_argument("action", choices=["fetch", "up", "down"])
     parser.add_argument("--port", type=int, default=9092)
     args = parser.parse_args(argv)

@@ -3,7 +3,7 @@
 For a long-lived Spark next to the nightly runs (FRAUD_ASSETS_SPARK_REMOTE=sc://host:port),
 for bench/batch and for the tests that run the assets' Spark code through Spark Connect.
 
-    uv run python -m fraud_assets.lib.spark_connect --port 15002    # until Ctrl-C
+    uv run python -m fraud_devtools.spark_connect --port 15002    # until Ctrl-C
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyspark
 
-from fraud_core.local import LocalProcess, free_port, port_answers, start_process
+from fraud_devtools.processes import LocalProcess, free_port, port_answers, start_process
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
@@ -58,18 +58,20 @@ class LocalSparkConnect(LocalProcess):
 
 
 def main() -> None:
-    from fraud_assets.defs.resources import server_config, use_spark_jdk
+    from fraud_assets.lib.spark_session import prepare_local_driver, server_config
+    from fraud_assets.settings import AssetSettings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=15002)
     parser.add_argument("--master", default="local[*]")
     parser.add_argument("--folder", type=Path, default=Path("data/spark-connect"))
     args = parser.parse_args()
-    use_spark_jdk()
+    settings = AssetSettings.from_env()
+    prepare_local_driver(settings)
     # The server JVM runs in its own session: a supervisor's SIGTERM must stop it too, as
     # Ctrl-C does, instead of leaving it behind.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    server = LocalSparkConnect(args.folder, server_config(), args.master, args.port)
+    server = LocalSparkConnect(args.folder, server_config(settings), args.master, args.port)
     server.start()
     print(f"Spark Connect at {server.url} (log: {server.log_path}); Ctrl-C stops it", flush=True)
     try:

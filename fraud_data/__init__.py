@@ -1,0 +1,1 @@
+"""Data tools: the transaction simulator, the landing-folder reader, the `fraudscale` command."""

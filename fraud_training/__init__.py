@@ -1,0 +1,1 @@
+"""Training: the LightGBM champion, the int8 MLP challenger, their evaluation."""

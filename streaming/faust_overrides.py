@@ -1,0 +1,236 @@
+"""Every place fraudscale reaches into Faust's internals, in one module.
+
+Derived from faust-streaming 0.15.3 (https://github.com/faust-streaming/faust), checked
+against exactly that version: `CHECKED_VERSION` is compared with the installed one by
+`check_faust_version` at start-up and by a test, so an upgrade fails loudly until this module
+is reviewed against the new code.
+
+- `Consumer._drain_messages` is Faust's own (faust/transport/consumer.py), with the records
+  of batch topics collected per fetch instead of passed one by one to the conductor
+  (streaming.delivery explains why).
+- `Consumer.committed_offset` tracks what the broker confirmed, overriding `_commit` and
+  `seek_to_committed` (Faust's `_committed_offset` also moves when a commit fails).
+- `App` builds its transport with that consumer; `kafka_producer` reaches the aiokafka
+  producer under Faust's (`_ensure_producer`) for record batches (streaming.outbox).
+- `set_table_entry` writes a table's store directly (`Collection.data`) and names its
+  changelog, for changelog records produced with a batch's outputs (streaming.tables).
+- `Worker` replaces the signal handlers (a deadline on shutdown) and drops the terminal
+  spinner.
+
+Portions copyright (c) 2017-2020, Robinhood Markets, Inc. All rights reserved.
+
+Redistribution and use in source and binary forms, with or without modification, are
+permitted provided that the following conditions are met:
+    * Redistributions of source code must retain the above copyright notice, this list of
+      conditions and the following disclaimer.
+    * Redistributions in binary form must reproduce the above copyright notice, this list
+      of conditions and the following disclaimer in the documentation and/or other
+      materials provided with the distribution.
+    * Neither the name of Robinhood Markets, Inc. nor the names of its contributors may be
+      used to endorse or promote products derived from this software without specific
+      prior written permission.
+
+THIS SOFTWARE IS PROVIDED BY THE COPYRIGHT HOLDERS AND CONTRIBUTORS "AS IS" AND ANY EXPRESS
+OR IMPLIED WARRANTIES, INCLUDING, BUT NOT LIMITED TO, THE IMPLIED WARRANTIES OF
+MERCHANTABILITY AND FITNESS FOR A PARTICULAR PURPOSE ARE DISCLAIMED. IN NO EVENT SHALL
+Robinhood Markets, Inc. OR CONTRIBUTORS BE LIABLE FOR ANY DIRECT, INDIRECT, INCIDENTAL,
+SPECIAL, EXEMPLARY, OR CONSEQUENTIAL DAMAGES (INCLUDING, BUT NOT LIMITED TO, PROCUREMENT OF
+SUBSTITUTE GOODS OR SERVICES; LOSS OF USE, DATA, OR PROFITS; OR BUSINESS INTERRUPTION)
+HOWEVER CAUSED AND ON ANY THEORY OF LIABILITY, WHETHER IN CONTRACT, STRICT LIABILITY, OR
+TORT (INCLUDING NEGLIGENCE OR OTHERWISE) ARISING IN ANY WAY OUT OF THE USE OF THIS SOFTWARE,
+EVEN IF ADVISED OF THE POSSIBILITY OF SUCH DAMAGE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, ClassVar, cast
+
+import faust
+from aiokafka import AIOKafkaProducer
+from faust.tables.base import Collection
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, AppT, Message, TableT, TransportT
+from mode import Service, ServiceT
+
+from streaming.delivery import BatchQueue
+
+CHECKED_VERSION = "0.15.3"
+"""The faust-streaming release this module was written against and reviewed for."""
+
+log = logging.getLogger("streaming")
+
+
+def check_faust_version() -> None:
+    """RuntimeError unless the installed faust-streaming is `CHECKED_VERSION`."""
+    installed = importlib.metadata.version("faust-streaming")
+    if installed != CHECKED_VERSION:
+        raise RuntimeError(
+            f"faust-streaming {installed} is installed; streaming/faust_overrides.py was "
+            f"checked against {CHECKED_VERSION}: review it against the new release first"
+        )
+
+
+class Consumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer with the fetch loop delivering batch topics as lists, and
+    the offsets known to be committed.
+
+    `committed_offset(tp)` is the offset a restarted worker would read `tp` from: what the
+    broker returned when the partition was assigned, then each commit that succeeded. Faust's
+    own `_committed_offset` also moves when a commit fails, so it cannot say what is safe to
+    forget.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._durable: dict[TP, int] = {}
+
+    def committed_offset(self, tp: TP) -> int:
+        """The next offset of `tp` after the last commit known to have succeeded (0: none)."""
+        return self._durable.get(tp, 0)
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        offsets = await super().seek_to_committed()
+        self._durable.update(
+            {TP(tp.topic, tp.partition): o for tp, o in offsets.items() if o is not None and o > 0}
+        )
+        return offsets
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        done = await super()._commit(offsets)
+        if done:
+            self._durable.update(offsets)
+        return done
+
+    async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover
+        # Faust's `Consumer._drain_messages` (faust-streaming 0.15), with the batch topics'
+        # records collected per fetch instead of passed one by one to the conductor.
+        batches = cast(App, self.app).batches
+        batch_topics = batches.topics
+        callback = self.callback
+        getmany = self.getmany
+        consumer_should_stop = cast(Service, self)._stopped.is_set
+        fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        track = self.track_message
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        yield_every = 100
+        num_since_yield = 0
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag("CONSUMER_FETCHING")
+                ait = cast(AsyncIterator[Any], getmany(timeout=1.0))
+                await self.sleep(0)
+                fetched: list[Message] = []
+                if not self.should_stop:
+                    async for tp, message in ait:
+                        offset = message.offset
+                        r_offset = get_read_offset(tp)
+                        if r_offset is not None and offset < r_offset:
+                            continue  # already delivered (Faust drops these too)
+                        gap = offset - (r_offset or 0)
+                        if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                            await self._add_gap(tp, r_offset + 1, offset)
+                        if commit_every is not None and self._n_acked >= commit_every:
+                            self._n_acked = 0
+                            await self.commit()
+                        if message.topic in batch_topics:
+                            track(message)
+                            fetched.append(message)
+                        else:
+                            num_since_yield += 1
+                            if num_since_yield > yield_every:
+                                await asyncio.sleep(0)
+                                num_since_yield = 0
+                            await self.wait_first(callback(message), self.suspend_flow.wait())
+                        set_read_offset(tp, offset)
+                if fetched:
+                    await batches.queue.put(fetched)
+                self.diag.unset_flag("CONSUMER_FETCHING")
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            self.diag.unset_flag("CONSUMER_FETCHING")
+
+
+class Transport(faust_aiokafka.Transport):
+    Consumer: ClassVar[type[faust_aiokafka.Consumer]] = Consumer
+
+
+class App(faust.App):
+    """A Faust app whose consumer delivers the topics subscribed to `app.batches` in lists."""
+
+    shutdown_seconds: float = 10.0
+    """After SIGTERM/SIGINT, the longest a clean shutdown may take (the worker then exits)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches = BatchQueue(self)
+
+    def _new_transport(self) -> TransportT:
+        return Transport(self.conf.broker_consumer, self)
+
+
+def kafka_producer(app: AppT) -> AIOKafkaProducer:
+    """The aiokafka producer under Faust's (started with the app)."""
+    return cast(faust_aiokafka.Producer, app.producer)._ensure_producer()
+
+
+def set_table_entry(table: TableT[bytes, bytes], key: bytes, value: bytes) -> str:
+    """Set `key` in the worker's store of `table`, without Faust's changelog write; returns
+    the changelog topic the caller must produce the entry to.
+
+    Faust's table writes go through a producer buffer that holds the consumer back in steps
+    of 100 messages (a worker then stalls near 1,000 events/s)."""
+    collection = cast(Collection, table)
+    collection.data[key] = value
+    return str(collection.changelog_topic.get_topic_name())
+
+
+class Worker(faust.Worker):
+    """Faust's worker with a deadline on shutdown (`App.shutdown_seconds`) and without the
+    terminal spinner."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        # Faust's terminal spinner sets the root logger to DEBUG whenever the level is WARN or
+        # above, so every library debug call (aiokafka logs each send) builds a log record:
+        # ~10 % of a busy worker's CPU. A worker's output is a log, not a terminal.
+        self.spinner = None
+        super().on_setup_root_logger(logger, level)
+
+    def _on_sigterm(self) -> None:
+        _exit_after(cast(App, self.app).shutdown_seconds)
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        _exit_after(cast(App, self.app).shutdown_seconds)
+        super()._on_sigint()
+
+
+def _exit_after(seconds: float) -> None:
+    def deadline() -> None:
+        time.sleep(seconds)
+        log.error("clean shutdown took over %gs (broker unreachable?); exiting now", seconds)
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=deadline, name="shutdown-deadline", daemon=True).start()
