@@ -27,6 +27,7 @@ from serving.controllers.score import ScoreController
 from serving.deps import Services, provide_services
 from serving.errors import ApiError, api_error_handler, http_error_handler, internal_error_handler
 from serving.metrics import ServingMetrics, metrics_endpoint, metrics_middleware
+from serving.openapi import document_settings
 from serving.services.scoring import ScoringPipeline
 from serving.services.state import NoOnlineState, OnlineState, RedisOnlineState
 from serving.settings import ServingSettings
@@ -115,7 +116,7 @@ def create_app(
             if redis is not None:
                 await redis.aclose()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[ScoreController, HealthController, InferenceController, metrics_endpoint],
         middleware=[metrics_middleware],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
@@ -128,6 +129,13 @@ def create_app(
         request_max_body_size=config.max_body_bytes,
         openapi_config=OpenAPIConfig(title="fraudscale", version="0.1.0", path="/docs"),
     )
+    document_settings(
+        app.openapi_schema,
+        max_batch_transactions=config.max_batch_transactions,
+        api_key_header=config.api_key_header,
+        keys=bool(config.api_keys),
+    )
+    return app
 
 
 def main() -> None:

@@ -66,6 +66,20 @@ async def _body(receive: Receive, limit: int) -> tuple[bytes, list[ReceiveMessag
     return b"".join(chunks), messages
 
 
+def require_media_type(scope: Scope, *also: str) -> None:
+    """ApiError 415 unless the body is declared as JSON (application/json or */*+json) or as
+    one of `also`. A body without a Content-Type is read as JSON."""
+    declared = header(scope, b"content-type")
+    if declared is None:
+        return
+    media_type = declared.decode("latin-1").split(";", 1)[0].strip().lower()
+    if media_type == "application/json" or media_type.endswith("+json") or media_type in also:
+        return
+    raise ApiError(
+        415, "unsupported_media_type", f"{media_type!r} is not JSON: send application/json"
+    )
+
+
 Answer = Callable[[Scope, bytes], Awaitable[Any]]
 """A route's work from its scope and whole body to what it answers with 200; raises
 ApiError, SchemaError or HTTPException for anything else. The route's Litestar handler

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import msgspec
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 
 from serving.deps import Services
+
+
+class Live(msgspec.Struct, frozen=True):
+    live: bool
+
+
+class Readiness(msgspec.Struct, frozen=True, omit_defaults=True):
+    ready: bool
+    model: str = ""
+    """The served model, `name:version`."""
+    last_refused_model: str = ""
+    """Why the newest published model was refused, when it was."""
 
 
 class HealthController(Controller):
@@ -13,17 +27,21 @@ class HealthController(Controller):
     tags = ["health"]  # noqa: RUF012 (Litestar reads it as a class attribute)
 
     @get("/live", operation_id="live", name="live")
-    async def live(self) -> dict[str, bool]:
+    async def live(self) -> Live:
         """The process is serving."""
-        return {"live": True}
+        return Live(True)
 
-    @get("/ready", operation_id="ready", name="ready")
-    async def ready(self, services: NamedDependency[Services]) -> Response[dict[str, object]]:
+    @get(
+        "/ready", operation_id="ready", name="ready",
+        responses={503: ResponseSpec(Readiness, description="No valid model is loaded yet.",
+                                     generate_examples=False)},
+    )  # fmt: skip
+    async def ready(self, services: NamedDependency[Services]) -> Response[Readiness]:
         """Ready only while a valid model is loaded (503 otherwise)."""
         models = services.models
-        body: dict[str, object] = {"ready": models.ready}
-        if models.current is not None:
-            body["model"] = models.current.bundle.label
-        if models.last_error:
-            body["last_refused_model"] = models.last_error
+        body = Readiness(
+            ready=models.ready,
+            model=models.current.bundle.label if models.current is not None else "",
+            last_refused_model=models.last_error,
+        )
         return Response(body, status_code=200 if models.ready else 503)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 import numpy as np
@@ -17,24 +17,32 @@ from fraud_core.scorer import Scorer
 from serving.auth import require
 from serving.deps import Services, services_of
 from serving.errors import ApiError, decode_body
-from serving.lane import fast_lane, header
-from serving.openapi import with_body
+from serving.lane import fast_lane, header, require_media_type
+from serving.openapi import error_responses, with_body
 from serving.services.scoring import served_model
 
-INPUT_NAME = "features"
+InputName = Literal["features"]
+INPUT_NAME: str = get_args(InputName)[0]
 OUTPUT_NAME = "probability"
+FP32_MAX = float(np.finfo(np.float32).max)
 
 
 class InferInput(msgspec.Struct, frozen=True):
-    name: str
-    shape: list[int]
-    datatype: str
-    data: list[Any] = []
+    """The one input tensor: FP32 [n, features], row-major, in the contract's feature order."""
+
+    name: InputName
+    shape: tuple[
+        Annotated[int, msgspec.Meta(ge=1)],
+        Annotated[int, msgspec.Meta(ge=N_FEATURES, le=N_FEATURES)],
+    ]
+    datatype: Literal["FP32"]
+    data: list[Annotated[float, msgspec.Meta(ge=-FP32_MAX, le=FP32_MAX)]] = []
+    """n x features numbers (row-major), or none with the binary tensor extension."""
     parameters: dict[str, Any] = {}
 
 
 class InferRequest(msgspec.Struct, frozen=True):
-    inputs: list[InferInput]
+    inputs: Annotated[list[InferInput], msgspec.Meta(min_length=1, max_length=1)]
     id: str | None = None
     outputs: list[dict[str, Any]] | None = None
     parameters: dict[str, Any] = {}
@@ -51,6 +59,10 @@ def _model(services: Services, name: str) -> Scorer:
         )
     return scorer
 
+
+MODEL_ERRORS = error_responses(400, 401, 403, 404, 429, 503, protocol=True)
+"""400 never happens on these routes (their one parameter is a string), but Litestar
+documents one for any route with parameters: this says what the body would be."""
 
 BINARY_HEADER = b"inference-header-content-length"
 
@@ -70,20 +82,7 @@ def _decode(scope: Scope, body: bytes) -> tuple[InferRequest, bytes]:
 
 
 def _features(request: InferRequest, binary: bytes = b"") -> np.ndarray:
-    if len(request.inputs) != 1 or request.inputs[0].name != INPUT_NAME:
-        raise ApiError(422, "invalid_field", f"expected one input named {INPUT_NAME!r}", "inputs")
-    tensor = request.inputs[0]
-    if tensor.datatype != "FP32":
-        raise ApiError(
-            422, "invalid_field", f"datatype {tensor.datatype}, expected FP32", "inputs[0].datatype"
-        )
-    if len(tensor.shape) != 2 or tensor.shape[1] != N_FEATURES or tensor.shape[0] < 1:
-        raise ApiError(
-            422,
-            "invalid_field",
-            f"shape {tensor.shape}, expected [n, {N_FEATURES}]",
-            "inputs[0].shape",
-        )
+    (tensor,) = request.inputs  # name, datatype and shape are checked by the schema
     size = tensor.parameters.get("binary_data_size")
     if size is not None:
         if size != len(binary) or size % 4:
@@ -97,7 +96,7 @@ def _features(request: InferRequest, binary: bytes = b"") -> np.ndarray:
     else:
         try:
             values = np.asarray(tensor.data, dtype=np.float32)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ApiError(422, "invalid_field", "data must be numbers", "inputs[0].data") from None
     if values.size != math.prod(tensor.shape):
         raise ApiError(
@@ -108,8 +107,9 @@ def _features(request: InferRequest, binary: bytes = b"") -> np.ndarray:
     return values.reshape(tensor.shape)
 
 
-async def infer(scope: Scope, body: bytes) -> dict[str, Any]:
+async def answer_infer(scope: Scope, body: bytes) -> dict[str, Any]:
     """POST /v2/models/{name}/infer's answer (its handler and its fast lane)."""
+    require_media_type(scope, "application/octet-stream")  # the binary tensor extension
     services = services_of(scope["litestar_app"])
     scorer = _model(services, scope["path_params"]["model_name"])
     request, binary = _decode(scope, body)
@@ -132,12 +132,18 @@ class InferenceController(Controller):
     before_request = require("infer")  # type: ignore[assignment]  # a function, not a method
     tags = ["open inference protocol"]  # noqa: RUF012 (Litestar reads it as a class attribute)
 
-    @get("/", operation_id="server_metadata", name="server_metadata")
+    @get(
+        "/", operation_id="server_metadata", name="server_metadata",
+        responses=error_responses(401, 403, 429),
+    )  # fmt: skip
     async def server_metadata(self) -> dict[str, Any]:
         """Server name, version and protocol extensions."""
         return {"name": "fraudscale", "version": "0.1.0", "extensions": []}
 
-    @get("/models/{model_name:str}", operation_id="model_metadata", name="model_metadata")
+    @get(
+        "/models/{model_name:str}", operation_id="model_metadata", name="model_metadata",
+        responses=MODEL_ERRORS,
+    )  # fmt: skip
     async def model_metadata(
         self, model_name: FromPath[str], services: NamedDependency[Services]
     ) -> dict[str, Any]:
@@ -152,7 +158,10 @@ class InferenceController(Controller):
             "parameters": {"feature_names": list(FEATURE_NAMES), "threshold": scorer.threshold},
         }
 
-    @get("/models/{model_name:str}/ready", operation_id="model_ready", name="model_ready")
+    @get(
+        "/models/{model_name:str}/ready", operation_id="model_ready", name="model_ready",
+        responses=MODEL_ERRORS,
+    )  # fmt: skip
     async def model_ready(
         self, model_name: FromPath[str], services: NamedDependency[Services]
     ) -> Response[dict[str, Any]]:
@@ -162,8 +171,9 @@ class InferenceController(Controller):
 
     @post(
         "/models/{model_name:str}/infer", operation_id="infer", name="infer", status_code=200,
-        middleware=[fast_lane("infer", infer)], operation_class=with_body(InferRequest),
+        middleware=[fast_lane("infer", answer_infer)], operation_class=with_body(InferRequest),
+        responses=error_responses(400, 401, 403, 404, 413, 415, 422, 429, 503, protocol=True),
     )  # fmt: skip
     async def infer(self, request: Request) -> dict[str, Any]:
         """Fraud probability for each row of an FP32 [n, features] tensor."""
-        return await infer(request.scope, await request.body())
+        return await answer_infer(request.scope, await request.body())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 from litestar import Controller, Request, post
 from litestar.di import NamedDependency
@@ -12,20 +14,25 @@ from fraud_core.scoring import Score
 from serving.auth import require
 from serving.deps import Services, services_of
 from serving.errors import ApiError, decode_body
-from serving.lane import fast_lane
-from serving.openapi import with_body
+from serving.lane import fast_lane, require_media_type
+from serving.openapi import error_responses, with_body
 
 
 class BatchRequest(msgspec.Struct, frozen=True):
-    transactions: list[Transaction]
+    transactions: Annotated[list[Transaction], msgspec.Meta(min_length=1)]
+    """At least one, at most FRAUD_SERVING_MAX_BATCH_TRANSACTIONS (1,000 by default)."""
 
 
 class BatchResponse(msgspec.Struct, frozen=True):
     scores: list[Score]
 
 
-async def score_one(scope: Scope, body: bytes) -> Score:
+ERRORS = error_responses(400, 401, 403, 413, 415, 422, 429, 503)
+
+
+async def answer_score(scope: Scope, body: bytes) -> Score:
     """POST /v1/score's answer (its handler and its fast lane)."""
+    require_media_type(scope)
     services = services_of(scope["litestar_app"])
     return (await services.scoring.score([decode_body(body, Transaction)]))[0]
 
@@ -37,24 +44,24 @@ class ScoreController(Controller):
 
     @post(
         "/", operation_id="score", name="score", status_code=200,
-        middleware=[fast_lane("score", score_one)], operation_class=with_body(Transaction),
+        middleware=[fast_lane("score", answer_score)], operation_class=with_body(Transaction),
+        responses=ERRORS,
     )  # fmt: skip
     async def score(self, request: Request) -> Score:
         """Score one transaction: probability, decision, model version and top reasons."""
-        return await score_one(request.scope, await request.body())
+        return await answer_score(request.scope, await request.body())
 
     @post(
         "/batch", operation_id="score_batch", name="score_batch", status_code=200,
-        operation_class=with_body(BatchRequest),
+        operation_class=with_body(BatchRequest), responses=ERRORS,
     )  # fmt: skip
     async def score_batch(
         self, request: Request, services: NamedDependency[Services]
     ) -> BatchResponse:
         """Score up to `max_batch_transactions` transactions in one call, in order."""
+        require_media_type(request.scope)
         batch = decode_body(await request.body(), BatchRequest)
         limit = services.settings.max_batch_transactions
-        if not batch.transactions:
-            raise ApiError(422, "invalid_field", "at least one transaction", "transactions")
         if len(batch.transactions) > limit:
             raise ApiError(
                 422, "too_many", f"{len(batch.transactions)} transactions, at most {limit}",

@@ -161,6 +161,25 @@ def test_bad_payloads_get_a_4xx_naming_the_field(
         assert error["message"]
 
 
+@pytest.mark.parametrize("route", ["/v1/score", "/v2/models/fraud-lightgbm/infer"])
+def test_a_body_not_declared_as_json_is_415_in_the_error_shape(
+    store, client_for, trained, route
+) -> None:  # type: ignore[no-untyped-def]
+    store.publish(versioned(trained.bundle, "v1"))
+    client = client_for()
+    payload = msgspec.json.encode(TXN)
+    for body in (payload, iter([payload])):  # through the fast lane, and straight to Litestar
+        wrong = client.post(route, content=body, headers={"content-type": "text/plain"})
+        assert wrong.status_code == 415
+        error = wrong.json()["error"]
+        code = error["code"] if isinstance(error, dict) else wrong.json()["code"]
+        assert code == "unsupported_media_type"
+    typed = client.post(
+        "/v1/score", content=payload, headers={"content-type": "application/json; charset=utf-8"}
+    )
+    assert typed.status_code == 200
+
+
 def test_batch_limits_and_paths_of_bad_items(store, client_for, trained) -> None:  # type: ignore[no-untyped-def]
     store.publish(versioned(trained.bundle, "v1"))
     client = client_for(max_batch_transactions=3)

@@ -60,11 +60,11 @@ def infer_body(**tensor: object) -> dict[str, object]:
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        (infer_body(shape=[1, 3], data=[1, 2, 3]), "inputs[0].shape"),
+        (infer_body(shape=[1, 3], data=[1, 2, 3]), "inputs[0].shape[1]"),
         (infer_body(shape=[2, N_FEATURES]), "inputs[0].data"),
         (infer_body(datatype="INT64", data=[0] * N_FEATURES), "inputs[0].datatype"),
-        (infer_body(name="x"), "inputs"),
-        (infer_body(data=["a"] * N_FEATURES), "inputs[0].data"),
+        (infer_body(name="x"), "inputs[0].name"),
+        (infer_body(data=["a"] * N_FEATURES), "inputs[0].data[0]"),
         ({"outputs": []}, "inputs"),
     ],
 )
