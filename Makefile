@@ -59,10 +59,24 @@ format: install ## Apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
+DEMO_PACKAGES := redis-server
+TEST_PACKAGES := $(DEMO_PACKAGES) chromium
+
+define apt_install
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+endef
+
 .PHONY: redis
 redis: ## Install Debian's redis-server if it is missing (tests start their own on free ports)
-	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
-	@command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get install redis-server"; exit 1; }
+	$(call apt_install,$(DEMO_PACKAGES))
+
+.PHONY: test-packages
+test-packages: ## Install the Debian packages the tests use when missing: redis-server, chromium
+	$(call apt_install,$(TEST_PACKAGES))
 
 .PHONY: kafka-jars
 kafka-jars: install check-java ## Resolve the Kafka broker jars from Maven Central into .kafka/libs (once)
@@ -82,7 +96,7 @@ stream: install ## Run a stream worker (FRAUD_STREAM_* settings; KAFKA_BOOTSTRAP
 	$(RUN) python -m streaming worker --loglevel info
 
 .PHONY: test
-test: install check-java redis kafka-jars lint ## Set up everything on a fresh machine and run the whole suite
+test: install check-java test-packages kafka-jars lint ## Set up everything on a fresh machine and run the whole suite
 	$(RUN) pytest
 
 .PHONY: test-unit

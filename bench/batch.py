@@ -47,8 +47,8 @@ from fraud_core.features import (
     arrow_columns,
     feature_matrix,
 )
+from fraud_core.inference import Scorer
 from fraud_core.schema import timestamps_us
-from fraud_core.scorer import Scorer
 from fraud_data.simulator import SimulationConfig, generate
 
 if TYPE_CHECKING:

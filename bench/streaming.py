@@ -34,8 +34,8 @@ from rich.table import Table
 
 from bench import record_result
 from bench.batch import make_model
+from fraud_core.inference import Scorer
 from fraud_core.model_store import ModelStore
-from fraud_core.scorer import Scorer
 from fraud_core.state import CardState, MerchantState
 from fraud_data.landing import read_landing
 from fraud_data.simulator import SimulationConfig, generate

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from fraud_core.bundle import BundleError, ModelBundle, read_bundle, write_bundle
-from fraud_core.scorer import Scorer
+from fraud_core.inference import Scorer
 
 log = logging.getLogger(__name__)
 

@@ -45,12 +45,6 @@ class Transaction(msgspec.Struct, frozen=True, kw_only=True):
         return to_micros(self.timestamp)
 
 
-class LabelledTransaction(Transaction, frozen=True, kw_only=True):
-    """A transaction in the labelled history (files), with its fraud label."""
-
-    is_fraud: bool
-
-
 class LabelEvent(msgspec.Struct, frozen=True, kw_only=True):
     """A fraud label that became known at `label_time` (a chargeback, or its absence)."""
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 import msgspec
 import numpy as np
 
 from fraud_core.features import feature_matrix
+from fraud_core.inference import Scorer
 from fraud_core.schema import Transaction
-from fraud_core.scorer import Scorer
 from fraud_core.state import (
     CardEvent,
     CardState,
@@ -87,13 +86,11 @@ def build_scores(
     *,
     reasons: int = 3,
     degraded: bool = False,
-    started_ns: int = 0,
 ) -> list[Score]:
     """The answers for scored transactions: decision at the model's threshold, top reasons."""
     top = scorer.reasons(x, k=reasons)
     threshold = np.float32(scorer.threshold)
     meta = scorer.metadata
-    elapsed = (time.perf_counter_ns() - started_ns) // 1000 if started_ns else 0
     return [
         Score(
             transaction_id=t.transaction_id,
@@ -104,7 +101,6 @@ def build_scores(
             model_version=meta.version,
             reasons=tuple(r),
             features_degraded=degraded,
-            server_time_us=int(elapsed),
         )
         for t, s, r in zip(transactions, scores, top, strict=True)
     ]

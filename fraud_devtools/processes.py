@@ -21,11 +21,12 @@ def free_port() -> int:
 
 
 def wait_until(ready: Callable[[], bool], what: str, seconds: float) -> None:
-    """Poll `ready` until it is true; RuntimeError naming `what` after `seconds`."""
+    """Poll `ready` until it is true; TimeoutError naming `what` after `seconds`. The one
+    deadline-wait of the project: runners wait for services with it, tests for outcomes."""
     deadline = time.monotonic() + seconds
     while not ready():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not start within {seconds:g} s")
+            raise TimeoutError(f"waited {seconds:g} s for {what}")
         time.sleep(0.02)
 
 
@@ -39,8 +40,8 @@ def start_process(
     env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start `command` in its own session (output appended to `log`, else discarded) and wait
-    until `ready`; RuntimeError naming `what` if the process exits first or takes too long
-    (then it is killed, not left behind)."""
+    until `ready`; RuntimeError naming `what` if the process exits first, TimeoutError if it
+    takes too long (then it is killed, not left behind)."""
     with contextlib.ExitStack() as stack:
         out = (
             stack.enter_context(log.open("ab")) if log else subprocess.DEVNULL

@@ -13,7 +13,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fraud_core.bundle import BundleMetadata, ModelBundle, make_bundle
 from fraud_core.features import FEATURE_NAMES, FEATURE_VERSION
-from fraud_core.scorer import Scorer
+from fraud_core.inference import Scorer
 
 ALERT_RATE = 0.005
 """Share of transactions the fraud team can review: the threshold is set to alert on this many."""

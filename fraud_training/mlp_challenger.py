@@ -1,9 +1,8 @@
 """The int8 challenger: an MLP exported to ONNX and quantized statically (QDQ, calibrated).
 
 Static quantization fixes every scale from calibration data, so a row's score does not depend
-on the other rows in its batch. Dynamic quantization computes activation scales per batch and
-was measured here to move a row's score by 0.04-0.06 with its batch: never use it for scores
-that must be auditable.
+on the other rows in its batch. Dynamic quantization computes activation scales per batch, so
+a row's score moves with the rows beside it: never use it for scores that must be auditable.
 """
 
 from __future__ import annotations

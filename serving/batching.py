@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from fraud_core.scorer import Scorer
+from fraud_core.inference import Scorer
 
 T = TypeVar("T")
 R = TypeVar("R")

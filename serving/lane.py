@@ -2,11 +2,11 @@
 will succeed is answered in the route's own middleware, without Litestar's per-request
 machinery.
 
-On one core, Litestar's handling of a scoring request (request object, before-request hook,
-signature parsing, response object, response rendering) cost a third of its CPU: more than
-the features and the model together. A lane makes the same API-key check and calls the same
-`Answer` function as the route's handler, then encodes the result with msgspec, as Litestar
-does, and answers 200 itself.
+Litestar's handling of a scoring request (request object, before-request hook, signature
+parsing, response object, response rendering) costs more CPU than the features and the model
+together (docs/benchmarks.md has the figures). A lane makes the same API-key check and calls
+the same `Answer` function as the route's handler, then encodes the result with msgspec, as
+Litestar does, and answers 200 itself.
 
 Everything else goes on to the Litestar handler, with the body handed over unread or
 replayed: no or bad key, rate limit, a body without Content-Length or over the size limit,

@@ -1,7 +1,7 @@
 """`python -m streaming worker` starts a stream worker (any Faust command works).
 
 The worker runs on uvloop when it is installed (it is with the streaming extra): Faust's
-per-event overhead is mostly event-loop work, and uvloop cuts it by about a third here.
+per-event overhead is mostly event-loop work, which uvloop does faster.
 """
 
 import importlib.util

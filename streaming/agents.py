@@ -26,9 +26,9 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
+from fraud_core.inference import Scorer
 from fraud_core.model_store import ModelHolder
 from fraud_core.online_store import queue_states
-from fraud_core.scorer import Scorer
 from fraud_core.state import CardState, MerchantState
 from streaming import metrics
 from streaming.checkpoint import Checkpoint

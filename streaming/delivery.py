@@ -1,8 +1,8 @@
 """Batch delivery: a topic's records go from each fetch straight to one queue, as lists.
 
 Faust hands every record to its streams one at a time (a callback per record that waits on
-two tasks, a channel queue, the stream iterator, `take_events`' buffer): ~100 us of event-loop
-work per record, half a worker's CPU at a few thousand records/s. Here the fetch loop
+two tasks, a channel queue, the stream iterator, `take_events`' buffer): event-loop work per
+record that dominates a busy worker's CPU. Here the fetch loop
 (`streaming.faust_overrides.Consumer`) puts the records of a *batch topic* into a `BatchQueue`
 as one list per fetch, and the consumer acknowledges them with `BatchQueue.ack` once their
 outputs are with the broker (streaming.checkpoint).

@@ -213,7 +213,7 @@ class Worker(faust.Worker):
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         # Faust's terminal spinner sets the root logger to DEBUG whenever the level is WARN or
         # above, so every library debug call (aiokafka logs each send) builds a log record:
-        # ~10 % of a busy worker's CPU. A worker's output is a log, not a terminal.
+        # a share of a busy worker's CPU for nothing. A worker's output is a log, not a terminal.
         self.spinner = None
         super().on_setup_root_logger(logger, level)
 

@@ -1,8 +1,8 @@
 """The records one batch produces, handed to Kafka as one record batch per topic partition.
 
-`AIOKafkaProducer.send` costs ~25 us of Python per record (a coroutine, metadata checks, an
-append to the accumulator); building record batches ourselves and submitting each with
-`send_batch` costs a few microseconds per record. Partitions come from the producer's own
+`AIOKafkaProducer.send` runs a coroutine, metadata checks and an append to the accumulator for
+every record; building record batches ourselves and submitting each with `send_batch` does
+that work once per batch. Partitions come from the producer's own
 partitioner (murmur2 of the key, as the Java client does), so keys land where `send` would
 put them and consumers see the same per-key order.
 """

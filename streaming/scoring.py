@@ -31,8 +31,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from fraud_core.inference import Scorer
 from fraud_core.schema import LabelEvent, SchemaError, Transaction, decode_json
-from fraud_core.scorer import Scorer
 from fraud_core.scoring import Score, build_scores, card_event, transaction_matrix
 from fraud_core.state import (
     CardState,

@@ -29,6 +29,19 @@ SAMPLE_TRANSACTION = {
 }
 """A valid wire transaction (a large online payment at night from a card with no history)."""
 
+FAILED = pytest.StashKey[bool]()
+"""Set on each test item once its body ran: whether it failed (for fixtures' teardown, which
+then leave evidence: worker logs, screenshots)."""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if report.when == "call":
+        item.stash[FAILED] = report.failed
+    return report
+
+
 SMALL_WORLD = SimulationConfig(days=14, cards=1500, merchants=200, seed=11, fraud_intensity=3.0)
 
 

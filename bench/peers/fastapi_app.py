@@ -11,8 +11,8 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from fraud_core.bundle import read_bundle
+from fraud_core.inference import Scorer
 from fraud_core.schema import Transaction
-from fraud_core.scorer import Scorer
 from fraud_core.scoring import transaction_features
 from fraud_core.state import CardState, MerchantState
 

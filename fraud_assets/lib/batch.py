@@ -103,8 +103,7 @@ def score_days(
         .withColumn("hour", F.hour("timestamp"))
     )
     # Every row goes through Python, so fusing the few JVM operators around the UDF into
-    # generated code gains nothing, and each new driver JVM compiles that code afresh:
-    # ~1.1 s less in a fresh session, ~0.4 s less warm (session 9, docs/benchmarks.md).
+    # generated code gains nothing, and each new driver JVM would compile that code afresh.
     with session_settings(session, {"spark.sql.codegen.wholeStage": "false"}):
         return _write_by(frame, out, ["day", "hour"], cluster=True)
 

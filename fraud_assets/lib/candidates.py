@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from fraud_core.bundle import ModelBundle, read_bundle, write_bundle
 from fraud_core.features import FEATURE_NAMES
-from fraud_core.scorer import Scorer
+from fraud_core.inference import Scorer
 from fraud_training.evaluation import evaluate
 
 LIGHTGBM = "lightgbm"

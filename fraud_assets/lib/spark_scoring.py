@@ -28,7 +28,7 @@ def score_column(onnx_bytes: bytes) -> Column:
     def score(batches: Iterator[tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
         from fraud_core.bundle import bundle_from_bytes
         from fraud_core.features import feature_matrix
-        from fraud_core.scorer import Scorer
+        from fraud_core.inference import Scorer
 
         scorer = Scorer(bundle_from_bytes(onnx_bytes))
         threshold = np.float32(scorer.threshold)

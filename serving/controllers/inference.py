@@ -13,7 +13,7 @@ from litestar.params import FromPath
 from litestar.types import Scope
 
 from fraud_core.features import FEATURE_NAMES, N_FEATURES
-from fraud_core.scorer import Scorer
+from fraud_core.inference import Scorer
 from serving.auth import require
 from serving.deps import Services, services_of
 from serving.errors import ApiError, decode_body

@@ -2,8 +2,8 @@
 
 With batching on, concurrent requests go through together: one Redis round trip for the L2
 cache, one for the card and merchant states, one onnxruntime call and one cache write per
-batch instead of per request (on one core, redis-py's per-command cost was a third of a
-request's CPU). A request whose scores are all in the in-process cache is answered
+batch instead of per request (redis-py's cost is per command, and would otherwise be a large
+share of a request's CPU). A request whose scores are all in the in-process cache is answered
 without joining a batch. A batch takes the served model once, so no response mixes versions.
 Trace spans (cache_lookup, online_state, features, inference) are the batch's, in the trace
 of the request that opened it.
@@ -18,9 +18,9 @@ from typing import NamedTuple
 import msgspec
 from opentelemetry.trace import Tracer
 
+from fraud_core.inference import Scorer
 from fraud_core.model_store import ModelHolder
 from fraud_core.schema import Transaction
-from fraud_core.scorer import Scorer
 from fraud_core.scoring import Score, build_scores, transaction_features
 from serving.batching import MicroBatcher, micro_batcher
 from serving.cache import ScoreCache, cache_key

@@ -133,7 +133,7 @@ def test_scored_days_have_one_row_per_input_and_alerts_above_threshold(platform)
 
 def test_batch_scores_equal_the_scorer_on_reference_features(platform, history) -> None:  # type: ignore[no-untyped-def]
     from fraud_core.features import arrow_columns, feature_matrix
-    from fraud_core.scorer import Scorer
+    from fraud_core.inference import Scorer
 
     scorer = Scorer(platform["resources"]["storage"].model_store.load_champion())
     expected = scorer.score(feature_matrix({**arrow_columns(history), **replay(history)}))

@@ -9,7 +9,7 @@ import pytest
 
 from fraud_core.bundle import BundleError, bundle_from_bytes, make_bundle, read_bundle, write_bundle
 from fraud_core.features import FEATURE_NAMES, FEATURE_VERSION
-from fraud_core.scorer import Scorer
+from fraud_core.inference import Scorer
 
 pytestmark = pytest.mark.unit
 

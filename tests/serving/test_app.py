@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,10 +12,11 @@ from litestar.testing import TestClient
 
 from fraud_core.bundle import ModelBundle, bundle_from_bytes, make_bundle
 from fraud_core.features import arrow_columns, feature_matrix
+from fraud_core.inference import Scorer
 from fraud_core.model_store import ModelStore
 from fraud_core.schema import Transaction, decode_json, transactions_to_arrow
-from fraud_core.scorer import Scorer
 from fraud_core.state import replay
+from fraud_devtools.processes import wait_until
 from serving.app import create_app
 from serving.settings import ServingSettings
 from tests.conftest import SAMPLE_TRANSACTION
@@ -55,13 +55,6 @@ def client_for(store: ModelStore) -> Iterator[Callable[..., TestClient]]:  # typ
     yield make
     for client in clients:
         client.__exit__(None, None, None)
-
-
-def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def test_score_answers_with_the_model_version_decision_and_reasons(
@@ -212,7 +205,7 @@ def test_not_ready_until_a_model_is_published_then_ready(store, client_for, trai
     refused = client.post("/v1/score", content=msgspec.json.encode(TXN))
     assert (refused.status_code, refused.json()["error"]["code"]) == (503, "model_not_ready")
     store.publish(versioned(trained.bundle, "v1"))
-    wait_until(lambda: client.get("/v2/health/ready").status_code == 200)
+    wait_until(lambda: client.get("/v2/health/ready").status_code == 200, "ready", 10)
     assert client.post("/v1/score", content=msgspec.json.encode(TXN)).status_code == 200
 
 
@@ -227,12 +220,13 @@ def test_a_new_publication_is_swapped_in_and_a_bad_one_refused(store, client_for
 
     assert version() == "v1"
     store.publish(versioned(trained.bundle, "v2"))
-    wait_until(lambda: version() == "v2")
+    wait_until(lambda: version() == "v2", "v2 served", 10)
     store.add(versioned(trained.bundle, "v3-bad", feature_version="0.old"))
     store.point_to("v3-bad")
     wait_until(
-        lambda: "v3-bad" in client.get("/v2/health/ready").json().get("last_refused_model", "")
-    )
+        lambda: "v3-bad" in client.get("/v2/health/ready").json().get("last_refused_model", ""),
+        "v3-bad refused", 10,
+    )  # fmt: skip
     assert version() == "v2"
     assert client.get("/v2/health/ready").status_code == 200
 

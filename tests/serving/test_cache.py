@@ -4,7 +4,6 @@ cache gives the garbage collector nothing to scan."""
 from __future__ import annotations
 
 import gc
-import time
 
 import pytest
 
@@ -22,14 +21,17 @@ def score(i: int) -> Score:
 
 
 def test_least_recently_used_goes_first_and_entries_expire() -> None:
-    cache = LocalScores(size=2, ttl=0.2)
+    now = [100.0]
+    cache = LocalScores(size=2, ttl=0.2, clock=lambda: now[0])
     cache.put("a", score(1))
     cache.put("b", score(2))
     assert cache.get("a") == score(1)  # "a" is now the most recently used
     cache.put("c", score(3))
     assert (cache.get("a"), cache.get("b"), cache.get("c")) == (score(1), None, score(3))
     assert len(cache) == 2
-    time.sleep(0.25)
+    now[0] += 0.2
+    assert cache.get("a") == score(1)  # kept for exactly `ttl`
+    now[0] += 0.001
     assert cache.get("a") is None
     assert cache.get("c") is None
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -14,6 +12,7 @@ from mlflow import MlflowClient
 from fraud_assets.lib.registry import register_champion
 from fraud_core.bundle import write_bundle
 from fraud_core.model_store import CHAMPION_ALIAS
+from fraud_devtools.processes import wait_until
 from serving.app import create_app
 from serving.settings import ServingSettings
 from tests.conftest import SAMPLE_TRANSACTION
@@ -22,13 +21,6 @@ from tests.serving.test_app import versioned
 pytestmark = pytest.mark.integration
 
 NAME = "fraudscale-fraud"
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_the_served_model_follows_the_champion_alias(tmp_path: Path, trained) -> None:  # type: ignore[no-untyped-def]
@@ -56,9 +48,9 @@ def test_the_served_model_follows_the_champion_alias(tmp_path: Path, trained) ->
         assert rest.get("/v2/health/ready").status_code == 200
         assert served() == "v1"
         register("v2")  # a new publication moves the alias
-        wait_for(lambda: served() == "v2")
+        wait_until(lambda: served() == "v2", "v2 served", 20)
         client.set_registered_model_alias(NAME, CHAMPION_ALIAS, "1")  # a rollback
-        wait_for(lambda: served() == "v1")
+        wait_until(lambda: served() == "v1", "v1 served again", 20)
     # The local store holds the mirrored bundles; its own pointer was never used.
     assert sorted(p.name for p in (tmp_path / "mirror" / "versions").iterdir()) == ["v1", "v2"]
     assert not (tmp_path / "mirror" / "CHAMPION").exists()

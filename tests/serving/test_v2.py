@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from fraud_core.features import N_FEATURES
+from fraud_core.inference import Scorer
 from fraud_core.model_store import ModelStore
-from fraud_core.scorer import Scorer
 from fraud_devtools.rest_server import running_server
 from serving.app import create_app
 from serving.settings import ServingSettings

@@ -16,6 +16,7 @@ import pytest
 from fraud_core.model_store import ModelStore
 from fraud_devtools.kafka import LocalKafka
 from fraud_devtools.stream_workers import LocalWorker
+from tests.conftest import FAILED
 
 _ids = itertools.count()
 
@@ -71,18 +72,6 @@ class Stream:
             worker.kill()
 
 
-_failed = pytest.StashKey[bool]()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Remember whether a test's body failed, for the `stream` fixture's teardown."""
-    report = yield
-    if report.when == "call":
-        item.stash[_failed] = report.failed
-    return report
-
-
 @pytest.fixture
 def stream(
     request: pytest.FixtureRequest, tmp_path: Path, kafka: str, models: ModelStore
@@ -90,7 +79,7 @@ def stream(
     s = Stream(tmp_path, kafka, models)
     yield s
     s.close()
-    if request.node.stash.get(_failed, False):
+    if request.node.stash.get(FAILED, False):
         for worker in s.workers:  # the workers' own account goes with the failure report
             print(f"--- {worker.log_path.name}: warnings, errors and rebalances ---")
             print(worker.log_digest())

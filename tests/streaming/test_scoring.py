@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from fraud_core.inference import Scorer
 from fraud_core.schema import timestamps_us
-from fraud_core.scorer import Scorer
 from fraud_core.state import CardState, MerchantState, end_states, replay
 from fraud_devtools.stream_workers import label_records, transaction_records
 from streaming.scoring import (

@@ -22,10 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fraud_core.bundle import make_bundle
 from fraud_core.features import DAY_US, arrow_columns, feature_matrix
+from fraud_core.inference import Scorer
 from fraud_core.model_store import ModelStore
 from fraud_core.online_store import card_key
 from fraud_core.schema import LABELLED_SCHEMA, from_micros, timestamps_us
-from fraud_core.scorer import Scorer
 from fraud_core.scoring import Score
 from fraud_core.state import CardState, MerchantState, decode_card_state, end_states, replay
 from fraud_devtools.kafka import LocalKafka

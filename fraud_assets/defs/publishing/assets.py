@@ -15,7 +15,7 @@ from fraud_assets.lib.candidates import (
 )
 from fraud_assets.lib.drift import save_baseline, score_baseline
 from fraud_assets.lib.registry import register_champion
-from fraud_core.scorer import Scorer
+from fraud_core.inference import Scorer
 from fraud_training.evaluation import evaluate
 
 

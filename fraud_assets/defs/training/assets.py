@@ -24,7 +24,7 @@ from fraud_assets.lib.candidates import (
 from fraud_assets.lib.registry import experiment_id
 from fraud_assets.lib.warehouse import read_days, write_file
 from fraud_core.features import CARD_LOOKBACK_DAYS, FEATURE_NAMES, arrow_columns, feature_matrix
-from fraud_core.scorer import Scorer
+from fraud_core.inference import Scorer
 from fraud_training.evaluation import evaluate, make_model_bundle
 from fraud_training.lightgbm_trainer import (
     LightGBMParams,

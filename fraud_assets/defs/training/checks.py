@@ -21,7 +21,7 @@ from fraud_assets.lib.candidates import (
     load_training_set,
 )
 from fraud_core.bundle import BundleError
-from fraud_core.scorer import Scorer
+from fraud_core.inference import Scorer
 from fraud_training.evaluation import evaluate
 
 MAX_ONNX_DIFFERENCE = 1e-4
