@@ -39,9 +39,9 @@ from fraud_assets.settings import AssetSettings
 from fraud_core.bundle import ModelBundle
 from fraud_core.features import (
     CARD_WINDOWS,
+    DEFAULT_LABEL_DELAY_US,
     FEATURE_NAMES,
     HOUR_US,
-    LABEL_DELAY_US,
     MERCHANT_WINDOWS,
     STATEFUL_FEATURES,
     arrow_columns,
@@ -76,19 +76,22 @@ def train_model(workdir: Path) -> TrainedModel:
     """LightGBM-100 on 12 simulated days in `workdir`/train_landing (bundle + native booster)."""
     from fraud_core.state import replay
     from fraud_data.landing import read_landing
+    from fraud_training.encoding import learn_contract
     from fraud_training.lightgbm_trainer import LightGBMParams, train_bundle
 
     config = SimulationConfig(days=12, cards=6000, merchants=600, seed=99, fraud_intensity=3.0)
     generate(config, workdir / "train_landing")
     history = read_landing(workdir / "train_landing").sort_by("timestamp")
-    x = feature_matrix({**arrow_columns(history), **replay(history)})
-    y = np.asarray(history.column("is_fraud"))
     ts = timestamps_us(history.column("timestamp"))
     day = (ts - ts.min()) // (24 * HOUR_US)
     train, valid = (day >= 2) & (day < 9), day >= 9
+    contract = learn_contract(history.filter(pa.array(train)), DEFAULT_LABEL_DELAY_US)
+    x = feature_matrix({**arrow_columns(history), **replay(history)}, contract)
+    y = np.asarray(history.column("is_fraud"))
     return train_bundle(
-        x[train], y[train], x[valid], y[valid], params=LightGBMParams(n_estimators=100)
-    )
+        x[train], y[train], x[valid], y[valid], contract=contract,
+        params=LightGBMParams(n_estimators=100),
+    )  # fmt: skip
 
 
 def _card_sql(spec_name: str, aggregate: str, window: str, default: float) -> str:
@@ -149,7 +152,7 @@ def duckdb_features(raw_files: list[str], start_us: int, end_us: int) -> pa.Tabl
     ),
     targets AS (SELECT * FROM cards WHERE ts_us >= {start_us} AND ts_us < {end_us}),
     labels AS (
-        SELECT merchant_id, (ts_us + {LABEL_DELAY_US}) // {HOUR_US} AS hour,
+        SELECT merchant_id, (ts_us + {DEFAULT_LABEL_DELAY_US}) // {HOUR_US} AS hour,
                count(*) AS labelled, sum(is_fraud::INT) AS fraud, false AS is_query
         FROM hist WHERE is_fraud IS NOT NULL GROUP BY ALL
     ),
@@ -177,7 +180,7 @@ def run_duckdb(
     parts = []
     for batch in features.to_batches(max_chunksize=65_536):
         chunk = pa.Table.from_batches([batch])
-        x = feature_matrix(arrow_columns(chunk))
+        x = feature_matrix(arrow_columns(chunk), scorer.contract)
         scores = scorer.score(x)
         parts.append(
             pa.table(
@@ -250,7 +253,7 @@ def featurize_and_score(
     shutil.rmtree(work, ignore_errors=True)
     work = work.resolve()  # a Connect server has its own working folder
     t0 = time.perf_counter()
-    featurize_days(session, raw.resolve(), [day], work / "card_features")
+    featurize_days(session, raw.resolve(), [day], work / "card_features", DEFAULT_LABEL_DELAY_US)
     t1 = time.perf_counter()
     score_days(session, work / "card_features", [day], bundle, work / "scored")
     t2 = time.perf_counter()

@@ -206,7 +206,7 @@ def main() -> None:
     redis = LocalRedis(run)
     redis.start()
     try:
-        load_history(history, redis.url)
+        load_history(history, redis.url, model.bundle.metadata.contract.label_delay_us)
         port = free_port()
         env = {
             "FRAUD_SERVING_MODEL_STORE_DIR": str(store.root),

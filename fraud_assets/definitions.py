@@ -29,12 +29,13 @@ def asset_graph(
         for a in dg.load_assets_from_modules([training, publishing])
         if isinstance(a, dg.AssetsDefinition)
     ]
+    delay = settings.label_delay_us
     assets = [
         *ingest.build(daily),
-        *features.build(daily),
+        *features.build(daily, delay),
         *unpartitioned,
         *scoring.build(daily),
-        *online.build(daily),
+        *online.build(daily, delay),
     ]
     return assets, list(dg.load_asset_checks_from_modules([training_checks]))
 

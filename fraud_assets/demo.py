@@ -22,6 +22,8 @@ SCORED_DAYS = 7
 
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+SHORT_SEARCH = {"ops": {"fraud_model": {"config": {"tuning_trials": 6}}}}
+"""A short parameter search keeps the demo to a few minutes; a nightly retrain searches more."""
 
 
 def materialize(
@@ -41,7 +43,7 @@ def materialize(
         instance=dg.DagsterInstance.get(),
         resources=resources,
         days=span,
-        run_config=QUIET,
+        run_config={**QUIET, **(SHORT_SEARCH if "fraud_model" in selection else {})},
     )
 
 

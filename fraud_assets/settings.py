@@ -56,6 +56,13 @@ class AssetSettings(msgspec.Struct, frozen=True, kw_only=True):
     online_redis_url: str = ""
     """The REST service's Redis, loaded by `online_state` in the nightly job; empty: nothing
     is loaded (stream workers keep the states current)."""
+    label_delay_days: float = 3.0
+    """In history, a label is taken to be known this long after its transaction (chargebacks
+    arrive late). Features, training and the online store's nightly load use it; a model
+    trained with another delay is refused for scoring."""
+    vocabulary_size: int = 64
+    """Most values of each categorical column a model learns (by frequency on its training
+    days); the rest encode as unknown."""
     min_pr_auc: float = 0.3
     """A model below this PR-AUC on the validation days is never published."""
     champion_tolerance: float = 0.05
@@ -78,6 +85,10 @@ class AssetSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     def _under_data(self, value: str, name: str) -> str:
         return value or str(Path(self.data_dir) / name)
+
+    @property
+    def label_delay_us(self) -> int:
+        return round(self.label_delay_days * 86_400_000_000)
 
     @property
     def landing(self) -> str:

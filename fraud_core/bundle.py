@@ -14,7 +14,14 @@ from pathlib import Path
 import msgspec
 import onnx
 
-from fraud_core.features import FEATURE_NAMES, FEATURE_VERSION, N_FEATURES
+from fraud_core.features import (
+    CATEGORICAL_COLUMNS,
+    FEATURE_NAMES,
+    FEATURE_VERSION,
+    N_FEATURES,
+    DataContract,
+    empty_contract,
+)
 
 METADATA_KEY = "fraudscale"
 
@@ -37,6 +44,9 @@ class BundleMetadata(msgspec.Struct, frozen=True, kw_only=True):
     """Per feature, its share of the model's total split gain."""
     trained_at: str = ""
     family: str = "lightgbm"
+    contract: DataContract = msgspec.field(default_factory=empty_contract)
+    """Vocabularies and label delay learnt from the training data: every path encodes and
+    derives label times with these (a bundle without one knows no categorical value)."""
 
 
 class BundleError(ValueError):
@@ -82,10 +92,25 @@ def bundle_from_bytes(data: bytes) -> ModelBundle:
     return ModelBundle(data, metadata)
 
 
-def validate_bundle(bundle: ModelBundle) -> None:
-    """Refuse a bundle whose features differ from this build's contract, saying how."""
+def validate_bundle(bundle: ModelBundle, *, label_delay_us: int | None = None) -> None:
+    """Refuse a bundle whose features differ from this build's contract, saying how; with
+    `label_delay_us`, also one trained on labels known after another delay than that (the
+    features it would be given derive label times with `label_delay_us`)."""
     meta = bundle.metadata
     problems = []
+    contract = meta.contract
+    if set(contract.vocabularies) != set(CATEGORICAL_COLUMNS):
+        problems.append(
+            f"vocabularies for {sorted(contract.vocabularies)}, "
+            f"expected {sorted(CATEGORICAL_COLUMNS)}"
+        )
+    if contract.label_delay_us <= 0:
+        problems.append(f"label delay {contract.label_delay_us} us is not positive")
+    elif label_delay_us is not None and contract.label_delay_us != label_delay_us:
+        problems.append(
+            f"trained with a label delay of {contract.label_delay_us / 86_400e6:g} days, "
+            f"features here use {label_delay_us / 86_400e6:g}"
+        )
     if meta.feature_version != FEATURE_VERSION:
         problems.append(
             f"feature version {meta.feature_version!r} differs from ours {FEATURE_VERSION!r}"

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypeAlias
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,35 +31,38 @@ from fraud_core.schema import MICROS_PER_SECOND, timestamps_us
 HOUR_US = 3600 * MICROS_PER_SECOND
 DAY_US = 24 * HOUR_US
 
-MERCHANT_CATEGORIES = (
-    "grocery",
-    "restaurant",
-    "fuel",
-    "retail",
-    "electronics",
-    "travel",
-    "digital_goods",
-    "entertainment",
-    "health",
-    "utilities",
-    "jewelry",
-    "gambling",
-    "cash",
-)
-CHANNELS = ("pos", "contactless", "ecom", "moto", "atm")
-CURRENCIES = ("EUR", "USD", "GBP", "CHF", "SEK", "PLN", "CZK", "JPY", "BRL", "CAD", "AUD")
-COUNTRIES = (
-    "DE", "FR", "NL", "BE", "ES", "IT", "AT", "PT", "IE", "FI",
-    "US", "GB", "CH", "SE", "PL", "CZ", "JP", "BR", "CA", "AU",
-)  # fmt: skip
-"""Known values of each categorical column. Code 0 is "unknown"; a known value is index + 1."""
+CATEGORICAL_COLUMNS = ("merchant_category", "channel", "currency", "country")
+"""The open-string columns encoded as codes: 0 for "unknown", a known value's rank + 1."""
 
-VOCABULARIES: dict[str, tuple[str, ...]] = {
-    "merchant_category": MERCHANT_CATEGORIES,
-    "channel": CHANNELS,
-    "currency": CURRENCIES,
-    "country": COUNTRIES,
-}
+DEFAULT_LABEL_DELAY_US = 3 * DAY_US
+"""The label delay of a contract that does not say otherwise."""
+
+
+class DataContract(msgspec.Struct, frozen=True, kw_only=True):
+    """The data-dependent part of the features, carried in the model bundle.
+
+    `FEATURE_VERSION` is the definition of the features; this is what a model learnt from its
+    training data, which every path must apply the same way to score with it:
+
+    * `vocabularies`: per categorical column, its values by descending frequency on the
+      training days (capped; ties by value). A value's code is its rank + 1, anything else 0
+      ("unknown").
+    * `label_delay_us`: in history without label events, a label is taken to be known this
+      long after its transaction. Training features, batch features, the stream's warm start
+      and the online store's nightly load derive label times from history with it; live label
+      events carry their own.
+    """
+
+    vocabularies: dict[str, tuple[str, ...]]
+    label_delay_us: int = DEFAULT_LABEL_DELAY_US
+
+
+def empty_contract(label_delay_us: int = DEFAULT_LABEL_DELAY_US) -> DataContract:
+    """A contract that knows no categorical value (every code "unknown")."""
+    return DataContract(
+        vocabularies=dict.fromkeys(CATEGORICAL_COLUMNS, ()), label_delay_us=label_delay_us
+    )
+
 
 STATELESS_FEATURES = (
     "log_amount",
@@ -128,6 +132,11 @@ def _card_windows() -> tuple[WindowSpec, ...]:
         WindowSpec("card_amount_to_mean_7d", "card", "amount_to_mean", 7 * DAY_US, -1.0),
         WindowSpec("card_distinct_merchants_24h", "card", "distinct_merchants", DAY_US, 0.0),
         WindowSpec("card_new_country_7d", "card", "new_country", 7 * DAY_US, 0.0),
+        # A month of spending: a card's usual amounts, before a fraud run can contaminate a
+        # week of them (backtests on outside data: docs/benchmarks.md, model quality).
+        WindowSpec("card_txn_count_30d", "card", "count", 30 * DAY_US, 0.0),
+        WindowSpec("card_amount_mean_30d", "card", "amount_mean", 30 * DAY_US, 0.0),
+        WindowSpec("card_amount_to_mean_30d", "card", "amount_to_mean", 30 * DAY_US, -1.0),
     )
 
 
@@ -140,16 +149,18 @@ MERCHANT_WINDOWS = (
 )
 WINDOW_SPECS = CARD_WINDOWS + MERCHANT_WINDOWS
 
-LABEL_DELAY_US = 3 * DAY_US
-"""How long after a transaction its label is taken to be known, when history has no label time."""
-
 CARD_RETENTION_US = max(s.window_us for s in CARD_WINDOWS)
 MERCHANT_RETENTION_US = max(s.window_us for s in MERCHANT_WINDOWS) + 7 * DAY_US
 
 CARD_LOOKBACK_DAYS = -(-CARD_RETENTION_US // DAY_US)
 """Whole days of transactions before a day that its card windows can reach."""
-LABEL_LOOKBACK_DAYS = -(-(max(s.window_us for s in MERCHANT_WINDOWS) + LABEL_DELAY_US) // DAY_US)
-"""Whole days before a day whose labels can be known, and counted by merchant windows, in it."""
+
+
+def label_lookback_days(label_delay_us: int) -> int:
+    """Whole days before a day whose labels can be known, and counted by merchant windows, in
+    it, when labels are known `label_delay_us` after their transactions."""
+    return -(-(max(s.window_us for s in MERCHANT_WINDOWS) + label_delay_us) // DAY_US)
+
 
 STATEFUL_FEATURES = tuple(s.name for s in WINDOW_SPECS)
 FEATURE_NAMES = STATELESS_FEATURES + STATEFUL_FEATURES
@@ -157,23 +168,23 @@ FEATURE_NAMES = STATELESS_FEATURES + STATEFUL_FEATURES
 
 N_FEATURES = len(FEATURE_NAMES)
 
-MODEL_INPUT_COLUMNS = ("amount", "timestamp_us", *VOCABULARIES, *STATEFUL_FEATURES)
+MODEL_INPUT_COLUMNS = ("amount", "timestamp_us", *CATEGORICAL_COLUMNS, *STATEFUL_FEATURES)
 """The columns `feature_matrix` reads: raw ones for the stateless features, then the stateful."""
 
 
 def _version() -> str:
     definition = {
         "stateless": STATELESS_FEATURES,
+        "categorical": CATEGORICAL_COLUMNS,
         "windows": [asdict(s) for s in WINDOW_SPECS],
-        "vocabularies": VOCABULARIES,
-        "label_delay_us": LABEL_DELAY_US,
     }
     digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
-    return f"1.{digest[:12]}"
+    return f"2.{digest[:12]}"
 
 
 FEATURE_VERSION = _version()
-"""Changes whenever any definition above changes; a model trained on other features is refused."""
+"""Changes whenever a definition above changes; a model trained on other features is refused.
+The data-dependent part (vocabularies, label delay) is the bundle's `DataContract`."""
 
 Column: TypeAlias = np.ndarray | pa.Array | pa.ChunkedArray | Sequence[Any]
 
@@ -200,11 +211,12 @@ def category_codes(values: Column, vocabulary: Sequence[str]) -> np.ndarray:
     return np.fromiter((get(v, 0.0) for v in values), dtype=np.float32, count=len(values))
 
 
-def stateless_features(columns: Mapping[str, Column]) -> np.ndarray:
+def stateless_features(columns: Mapping[str, Column], contract: DataContract) -> np.ndarray:
     """Features of each transaction on its own: float32 array (n, len(STATELESS_FEATURES)).
 
     `columns` holds at least `amount` (float), `timestamp_us` (int64 microseconds UTC) and the
-    categorical columns as strings: numpy arrays, Arrow arrays or sequences.
+    categorical columns as strings: numpy arrays, Arrow arrays or sequences. Categorical codes
+    follow the contract's vocabularies.
     """
     amount = np.asarray(columns["amount"], dtype=np.float64)
     ts = np.asarray(columns["timestamp_us"], dtype=np.int64)
@@ -217,18 +229,26 @@ def stateless_features(columns: Mapping[str, Column]) -> np.ndarray:
     out[:, 3] = day_of_week >= 5
     out[:, 4] = hour < 6
     out[:, 5] = np.equal(np.mod(amount, 1.0), 0.0)
-    for i, name in enumerate(("merchant_category", "channel", "currency", "country"), start=6):
-        out[:, i] = category_codes(columns[name], VOCABULARIES[name])
+    for i, name in enumerate(CATEGORICAL_COLUMNS, start=6):
+        out[:, i] = category_codes(columns[name], contract.vocabularies.get(name, ()))
     return out
 
 
-def feature_matrix(columns: Mapping[str, Column]) -> np.ndarray:
+def unknown_share(values: pa.Array | pa.ChunkedArray, vocabulary: Sequence[str]) -> float:
+    """The share of `values` a model with `vocabulary` encodes as unknown."""
+    if len(values) == 0:
+        return 0.0
+    known = pc.is_in(values, value_set=pa.array(list(vocabulary), pa.string()))
+    return 1.0 - float(pc.mean(pc.fill_null(known, False).cast(pa.float64())).as_py() or 0.0)
+
+
+def feature_matrix(columns: Mapping[str, Column], contract: DataContract) -> np.ndarray:
     """The model input, float32 (n, N_FEATURES) in FEATURE_NAMES order.
 
     Stateless features are computed here; each stateful feature is read from the column of
     its name (computed by Spark window functions or by the reference implementation).
     """
-    stateless = stateless_features(columns)
+    stateless = stateless_features(columns, contract)
     out = np.empty((stateless.shape[0], N_FEATURES), dtype=np.float32)
     out[:, : len(STATELESS_FEATURES)] = stateless
     for i, name in enumerate(STATEFUL_FEATURES, start=len(STATELESS_FEATURES)):
@@ -246,5 +266,4 @@ def arrow_columns(table: pa.Table) -> dict[str, Column]:
 def warm_up() -> None:
     """Pay the one-time costs of the feature code (pyarrow imports pandas lazily on its first
     array, ~3 s on a small machine) at start-up rather than in the first request or batch."""
-    for vocabulary in VOCABULARIES.values():
-        category_codes(pa.array(["?"]), vocabulary)
+    category_codes(pa.array(["?"]), ("!",))

@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 
 from fraud_core.bundle import ModelBundle, validate_bundle
-from fraud_core.features import FEATURE_NAMES, N_FEATURES
+from fraud_core.features import FEATURE_NAMES, N_FEATURES, DataContract
 
 
 class Scorer:
@@ -57,6 +57,11 @@ class Scorer:
     @property
     def threshold(self) -> float:
         return self.metadata.threshold
+
+    @property
+    def contract(self) -> DataContract:
+        """The vocabularies and label delay this model's features must follow."""
+        return self.metadata.contract
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """Fraud probability per row (float32, shape (n,)) of a float32 (n, N_FEATURES) matrix."""

@@ -75,9 +75,10 @@ def write_states(
         client.close()
 
 
-def load_history(history: pa.Table, redis_url: str) -> tuple[int, int]:
-    """Replay labelled `history` (fraud_core.state.end_states) and write every card's and
-    merchant's final state to the online store; returns how many of each."""
-    cards, merchants = end_states(history)
+def load_history(history: pa.Table, redis_url: str, label_delay_us: int) -> tuple[int, int]:
+    """Replay labelled `history` (fraud_core.state.end_states, labels known `label_delay_us`
+    after their transactions) and write every card's and merchant's final state to the
+    online store; returns how many of each."""
+    cards, merchants = end_states(history, label_delay_us=label_delay_us)
     write_states(redis_url, cards, merchants)
     return len(cards), len(merchants)

@@ -73,7 +73,8 @@ TRANSACTION_SCHEMA = pa.schema(
 )
 """Arrow schema of transactions in files; `is_fraud` is added in labelled history."""
 
-LABELLED_SCHEMA = TRANSACTION_SCHEMA.append(pa.field("is_fraud", pa.bool_(), nullable=False))
+LABELLED_SCHEMA = TRANSACTION_SCHEMA.append(pa.field("is_fraud", pa.bool_(), nullable=True))
+"""History: a null `is_fraud` is a transaction whose label is not known (yet), on every path."""
 
 TRANSACTION_COLUMNS = tuple(TRANSACTION_SCHEMA.names)
 STRING_COLUMNS = tuple(f.name for f in TRANSACTION_SCHEMA if pa.types.is_string(f.type))
@@ -157,8 +158,6 @@ def row_problems(table: pa.Table) -> pa.Array:
     checks.append((pc.invert(pc.is_finite(amount)), "amount: not a finite number"))
     checks.append((pc.less(amount, 0.0), "amount: negative"))
     checks.append((pc.greater(amount, MAX_AMOUNT), f"amount: above {MAX_AMOUNT:,.0f}"))
-    if "is_fraud" in table.column_names:
-        checks.append((pc.is_null(table.column("is_fraud")), "is_fraud: missing value"))
     # Later checks fill only rows still without a reason, so each row keeps its first problem.
     for failed, reason in checks:
         failed = pc.fill_null(failed, False)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import msgspec
 import numpy as np
 
-from fraud_core.features import feature_matrix
+from fraud_core.features import DataContract, feature_matrix
 from fraud_core.inference import Scorer
 from fraud_core.schema import Transaction
 from fraud_core.state import (
@@ -44,8 +44,10 @@ def transaction_features(
     transactions: Sequence[Transaction],
     cards: Sequence[CardState],
     merchants: Sequence[MerchantState],
+    contract: DataContract,
 ) -> np.ndarray:
-    """Model input for transactions given each one's card and merchant state before it.
+    """Model input for transactions given each one's card and merchant state before it, with
+    the model's vocabularies.
 
     The stateful part is the fraud_core reference implementation, so REST computes what the
     stream and the batch path compute for the same history.
@@ -54,7 +56,7 @@ def transaction_features(
         card_features(card, card_event(t)) + merchant_features(merchant, t.timestamp_us)
         for t, card, merchant in zip(transactions, cards, merchants, strict=True)
     ]
-    return transaction_matrix(transactions, stateful)
+    return transaction_matrix(transactions, stateful, contract)
 
 
 def card_event(transaction: Transaction) -> CardEvent:
@@ -63,7 +65,9 @@ def card_event(transaction: Transaction) -> CardEvent:
 
 
 def transaction_matrix(
-    transactions: Sequence[Transaction], stateful: Sequence[Sequence[float]]
+    transactions: Sequence[Transaction],
+    stateful: Sequence[Sequence[float]],
+    contract: DataContract,
 ) -> np.ndarray:
     """The feature matrix of transactions whose stateful feature values are already known."""
     columns = {
@@ -75,7 +79,7 @@ def transaction_matrix(
         "country": [t.country for t in transactions],
         **stateful_columns(stateful),
     }
-    return feature_matrix(columns)
+    return feature_matrix(columns, contract)
 
 
 def build_scores(

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from fraud_core.features import (
     CARD_RETENTION_US,
     CARD_WINDOWS,
+    DEFAULT_LABEL_DELAY_US,
     HOUR_US,
-    LABEL_DELAY_US,
     MERCHANT_RETENTION_US,
     MERCHANT_WINDOWS,
     STATEFUL_FEATURES,
@@ -159,18 +160,40 @@ def add_label(state: MerchantState, label_time_us: int, is_fraud: bool) -> Merch
     return state
 
 
-def _events(table: pa.Table) -> Iterator[tuple[int, int, int]]:
-    """(time, kind, row) in processing order: labels (kind 0) before transactions (kind 1)."""
+LABEL_TIME_COLUMN = "label_time"
+"""An optional column of labelled history: when its label became known (UTC timestamp). Rows
+without one (or with a null) take their transaction time plus the label delay."""
+
+
+def label_times_us(table: pa.Table, label_delay_us: int) -> np.ndarray:
+    """When each row's label became known (microseconds): its `label_time` when the table has
+    one, else its timestamp + `label_delay_us`."""
+    known = timestamps_us(table.column("timestamp")) + label_delay_us
+    if LABEL_TIME_COLUMN in table.column_names:
+        column = table.column(LABEL_TIME_COLUMN)
+        given = timestamps_us(pc.fill_null(column, pa.scalar(0, pa.timestamp("us", tz="UTC"))))
+        known = np.where(np.asarray(column.is_valid()), given, known)
+    return known
+
+
+def _events(table: pa.Table, label_delay_us: int) -> Iterator[tuple[int, int, int]]:
+    """(time, kind, row) in processing order: labels (kind 0) before transactions (kind 1).
+
+    A row whose `is_fraud` is null is unlabelled: it is a transaction and no label."""
     ts = timestamps_us(table.column("timestamp"))
     order: list[tuple[int, int, int]] = [(int(t), 1, i) for i, t in enumerate(ts)]
     if "is_fraud" in table.column_names:
-        order += [(int(t) + LABEL_DELAY_US, 0, i) for i, t in enumerate(ts)]
+        labelled = np.flatnonzero(np.asarray(table.column("is_fraud").is_valid()))
+        known = label_times_us(table, label_delay_us)
+        order += [(int(known[i]), 0, int(i)) for i in labelled]
     order.sort()
     return iter(order)
 
 
 def end_states(
-    table: pa.Table, until_us: int | None = None
+    table: pa.Table,
+    until_us: int | None = None,
+    label_delay_us: int = DEFAULT_LABEL_DELAY_US,
 ) -> tuple[dict[str, CardState], dict[str, MerchantState]]:
     """Every card's and merchant's state after the events of `table` before `until_us`.
 
@@ -186,7 +209,7 @@ def end_states(
     amounts = table.column("amount").to_pylist()
     countries = table.column("country").to_pylist()
     frauds = table.column("is_fraud").to_pylist() if "is_fraud" in table.column_names else None
-    for t, kind, i in _events(table):
+    for t, kind, i in _events(table, label_delay_us):
         if until_us is not None and t >= until_us:
             break
         if kind == 0:
@@ -203,13 +226,15 @@ def replay(
     table: pa.Table,
     card_states: dict[str, CardState] | None = None,
     merchant_states: dict[str, MerchantState] | None = None,
+    label_delay_us: int = DEFAULT_LABEL_DELAY_US,
 ) -> dict[str, np.ndarray]:
     """Stateful features of every row of a transaction table, computed event by event.
 
     The ground truth for the batch path. Rows are processed in timestamp order (ties in row
-    order). When the table has `is_fraud`, each row's label becomes known LABEL_DELAY_US after
-    it and feeds merchant risk. Returns one float64 column per stateful feature, in row order.
-    States may be passed in to continue from earlier history; they are updated in place.
+    order). When the table has `is_fraud`, each labelled row's label becomes known at its
+    `label_times_us` and feeds merchant risk (null labels are no labels). Returns one float64
+    column per stateful feature, in row order. States may be passed in to continue from
+    earlier history; they are updated in place.
     """
     cards = card_states if card_states is not None else {}
     merchants = merchant_states if merchant_states is not None else {}
@@ -220,7 +245,7 @@ def replay(
     frauds = table.column("is_fraud").to_pylist() if "is_fraud" in table.column_names else None
     out = np.empty((table.num_rows, len(STATEFUL_FEATURES)), dtype=np.float64)
     n_card = len(CARD_WINDOWS)
-    for t, kind, i in _events(table):
+    for t, kind, i in _events(table, label_delay_us):
         merchant = merchants.setdefault(merchant_ids[i], MerchantState())
         if kind == 0:
             assert frauds is not None

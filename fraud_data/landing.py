@@ -121,8 +121,9 @@ def _cast_column(
         raise LandingError(path, name, row if row >= 0 else None, detail) from None
 
 
-def read_file(path: Path) -> pa.Table:
-    """One landing file in TRANSACTION_SCHEMA (plus `is_fraud` when the file has it)."""
+def read_file(path: Path, extra: Iterable[str] = ()) -> pa.Table:
+    """One landing file in TRANSACTION_SCHEMA (plus `is_fraud` when the file has it, and the
+    `extra` columns it has, as they are)."""
     raw = _read_raw(path)
     schema = LABELLED_SCHEMA if "is_fraud" in raw.column_names else TRANSACTION_SCHEMA
     columns = []
@@ -130,7 +131,11 @@ def read_file(path: Path) -> pa.Table:
         if field.name not in raw.column_names:
             raise LandingError(path, field.name, None, "required column is missing")
         columns.append(_cast_column(path, field.name, raw.column(field.name), field))
-    return pa.Table.from_arrays(columns, schema=schema)
+    table = pa.Table.from_arrays(columns, schema=schema)
+    for name in extra:
+        if name in raw.column_names and name not in schema.names:
+            table = table.append_column(name, raw.column(name))
+    return table
 
 
 def read_landing(
@@ -138,16 +143,19 @@ def read_landing(
     days: Iterable[dt.date] | None = None,
     *,
     strict: bool = False,
+    extra: Iterable[str] = (),
 ) -> pa.Table:
-    """All landing rows (of `days`, if given) as one table in the contract's schema.
+    """All landing rows (of `days`, if given) as one table in the contract's schema, plus the
+    `extra` columns the files have (for a backtest's label times and segments).
 
     Files are read and checked one by one; the first file that does not fit raises a
     LandingError and nothing is returned. With `strict`, a row that breaks the schema's rules
     raises too, naming its file, column and row.
     """
+    extra = tuple(extra)
     tables = []
     for path in landing_files(root, days):
-        table = read_file(path)
+        table = read_file(path, extra)
         if strict:
             reasons = row_problems(table)
             if reasons.null_count != len(reasons):
@@ -159,5 +167,6 @@ def read_landing(
         return LABELLED_SCHEMA.empty_table()
     labelled = all("is_fraud" in t.column_names for t in tables)
     if not labelled:
-        tables = [t.select(TRANSACTION_SCHEMA.names) for t in tables]
-    return pa.concat_tables(tables)
+        tables = [t.drop_columns(["is_fraud"]) if "is_fraud" in t.column_names else t
+                  for t in tables]  # fmt: skip
+    return pa.concat_tables(tables, promote_options="permissive")

@@ -31,8 +31,32 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fraud_core.features import CHANNELS, COUNTRIES, CURRENCIES, DAY_US, MERCHANT_CATEGORIES
+from fraud_core.features import DAY_US
 from fraud_core.schema import LABELLED_SCHEMA, MICROS_PER_SECOND, to_micros
+
+MERCHANT_CATEGORIES = (
+    "grocery",
+    "restaurant",
+    "fuel",
+    "retail",
+    "electronics",
+    "travel",
+    "digital_goods",
+    "entertainment",
+    "health",
+    "utilities",
+    "jewelry",
+    "gambling",
+    "cash",
+)
+CHANNELS = ("pos", "contactless", "ecom", "moto", "atm")
+CURRENCIES = ("EUR", "USD", "GBP", "CHF", "SEK", "PLN", "CZK", "JPY", "BRL", "CAD", "AUD")
+COUNTRIES = (
+    "DE", "FR", "NL", "BE", "ES", "IT", "AT", "PT", "IE", "FI",
+    "US", "GB", "CH", "SE", "PL", "CZ", "JP", "BR", "CA", "AU",
+)  # fmt: skip
+"""The simulated world's values of each categorical column."""
+
 
 SCENARIOS = ("legit", "card_testing", "compromised_merchant", "account_takeover", "night_large")
 DAY_PARTITION = "day"

@@ -13,8 +13,9 @@ import msgspec
 import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
-from fraud_core.features import LABEL_DELAY_US
+from fraud_core.features import DEFAULT_LABEL_DELAY_US
 from fraud_core.schema import from_micros, timestamps_us
+from fraud_core.state import label_times_us
 from fraud_devtools.processes import LocalProcess, free_port, start_process
 
 _json = msgspec.json.Encoder()
@@ -88,20 +89,25 @@ def transaction_records(table: pa.Table) -> list[tuple[bytes, bytes]]:
 
 
 def label_records(
-    table: pa.Table, since_us: int | None = None, until_us: int | None = None
+    table: pa.Table,
+    since_us: int | None = None,
+    until_us: int | None = None,
+    label_delay_us: int = DEFAULT_LABEL_DELAY_US,
 ) -> list[tuple[bytes, bytes]]:
-    """(merchant_id key, JSON LabelEvent) per labelled row, known LABEL_DELAY_US after it, in
-    row order; only those known in [since_us, until_us) when given."""
-    ts = timestamps_us(table.column("timestamp"))
+    """(merchant_id key, JSON LabelEvent) per labelled row (null labels are none), known at
+    its label time (fraud_core.state.label_times_us), in row order; only those known in
+    [since_us, until_us) when given."""
     out = []
-    for tid, merchant, fraud, t in zip(
+    for tid, merchant, fraud, known_us in zip(
         table.column("transaction_id").to_pylist(),
         table.column("merchant_id").to_pylist(),
         table.column("is_fraud").to_pylist(),
-        ts,
+        label_times_us(table, label_delay_us),
         strict=True,
     ):
-        known = int(t) + LABEL_DELAY_US
+        known = int(known_us)
+        if fraud is None:
+            continue
         before = since_us is not None and known < since_us
         if before or (until_us is not None and known >= until_us):
             continue

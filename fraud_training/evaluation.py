@@ -12,7 +12,7 @@ import onnx
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fraud_core.bundle import BundleMetadata, ModelBundle, make_bundle
-from fraud_core.features import FEATURE_NAMES, FEATURE_VERSION
+from fraud_core.features import FEATURE_NAMES, FEATURE_VERSION, DataContract
 from fraud_core.inference import Scorer
 
 ALERT_RATE = 0.005
@@ -53,6 +53,7 @@ def make_model_bundle(
     name: str,
     version: str,
     family: str,
+    contract: DataContract,
     importance: np.ndarray | None = None,
     alert_rate: float = ALERT_RATE,
 ) -> tuple[ModelBundle, dict[str, float]]:
@@ -70,6 +71,7 @@ def make_model_bundle(
         feature_importance=tuple(importance.tolist()) if importance is not None else (),
         trained_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         family=family,
+        contract=contract,
     )
     valid_scores = Scorer(make_bundle(onnx_model, draft)).score(
         np.asarray(valid_x, dtype=np.float32)

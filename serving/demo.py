@@ -16,6 +16,7 @@ import pyarrow.dataset as ds
 from rich.console import Console
 from rich.table import Table
 
+from fraud_core.model_store import ModelStore
 from fraud_core.online_store import load_history
 from fraud_data.landing import read_landing
 from fraud_devtools.redis_server import LocalRedis
@@ -43,7 +44,8 @@ def main(
             local_redis.start()
             stack.callback(local_redis.kill)
             redis_url = local_redis.url
-            cards, merchants = load_history(history.slice(0, pick), redis_url)
+            delay = ModelStore(models).load_champion().metadata.contract.label_delay_us
+            cards, merchants = load_history(history.slice(0, pick), redis_url, delay)
             console.print(
                 f"online store: {cards:,} card and {merchants:,} merchant states in Redis"
             )

@@ -39,7 +39,7 @@ from fraud_devtools.stream_workers import (
 )
 from streaming.scoring import Alert
 from streaming.settings import StreamSettings
-from streaming.warm import history_until, report, warm_start
+from streaming.warm import champion_label_delay, history_until, report, warm_start
 
 console = Console()
 # aiokafka logs an ERROR while a topic it produces to is still being created: noise here.
@@ -97,7 +97,8 @@ def main(
         worker = LocalWorker(Path(folder), env)
         try:
             console.print(f"Kafka broker on {broker.bootstrap}; Redis on {redis.url}")
-            warmed = warm_start(StreamSettings.from_env(env), landing, day_start)
+            settings = StreamSettings.from_env(env)
+            warmed = warm_start(settings, landing, day_start)
             console.print(
                 f"warm start: {warmed.rows:,} transactions before {day_name} replayed into "
                 f"{warmed.cards:,} card and {warmed.merchants:,} merchant states, no scores"
@@ -107,7 +108,7 @@ def main(
             console.print(f"stream worker up, /metrics on http://127.0.0.1:{worker.web_port}")
             labels = asyncio.run(
                 produce(broker.bootstrap, "fraudscale.labels",
-                        label_records(history, since_us=day_start, until_us=end_us))
+                        label_records(history, day_start, end_us, champion_label_delay(settings)))
             )  # fmt: skip
             wait_until(
                 lambda: worker.metric("fraudscale_stream_labels_total") >= labels, "labels", 120

@@ -221,7 +221,7 @@ def score_transactions(
     transactions = [t for _, t in valid]
     if not transactions:
         return ScoredBatch([], [], dead)
-    x = transaction_matrix(transactions, stateful)
+    x = transaction_matrix(transactions, stateful, scorer.contract)
     scores = build_scores(scorer, transactions, x, scorer.score(x), reasons=reasons)
     return ScoredBatch(scores, transactions, dead, touched, redelivered, unremembered, newest)
 

@@ -6,8 +6,9 @@ changelog topics (and the online store), without scoring anything.
 DATA is a folder of (day folders of) labelled transactions: the landing folder, or the
 warehouse's raw_transactions. Rows that break the schema are left out, as the batch path
 quarantines them. The states hold the transactions before `--until` (default: the end of the
-newest day in DATA) and the labels known before it (a row's label is known LABEL_DELAY_US
-after it); the labels topic must carry the labels that become known from then on.
+newest day in DATA) and the labels known before it: a row's label is known the published
+champion's label delay after it (its bundle's data contract), so the states are the ones its
+training features saw. The labels topic must carry the labels known from then on.
 
 Workers that start afterwards restore their tables from these changelogs, so the first live
 transaction gets the features the batch path gives it. Entries carry offset -1: every live
@@ -39,7 +40,9 @@ from aiokafka.errors import TopicAlreadyExistsError
 from rich.console import Console
 from rich.table import Table
 
+from fraud_core.bundle import BundleError
 from fraud_core.features import DAY_US, HOUR_US
+from fraud_core.model_store import ModelStore
 from fraud_core.online_store import write_states
 from fraud_core.schema import from_micros, split_valid, timestamps_us, to_micros
 from fraud_core.state import CardState, MerchantState, end_states
@@ -198,13 +201,30 @@ def write_online_store(
     write_states(redis_url, cards, merchants)
 
 
+class NoChampionError(RuntimeError):
+    """No valid model is published, so the label delay is unknown."""
+
+
+def champion_label_delay(settings: StreamSettings) -> int:
+    """The label delay of the published champion (what the workers will score with)."""
+    try:
+        bundle = ModelStore(settings.model_store_dir).load_champion()
+    except BundleError as exc:
+        raise NoChampionError(
+            f"the warm start takes the label delay from the published model: {exc}"
+        ) from None
+    return bundle.metadata.contract.label_delay_us
+
+
 def warm_start(
     settings: StreamSettings, data: str | Path, until_us: int | None = None, replace: bool = False
 ) -> WarmStart:
-    """Replay `data` before `until_us` with the reference implementation and write the end
-    states to the tables (and to Redis when `settings.redis_url` is set)."""
+    """Replay `data` before `until_us` with the reference implementation (labels known the
+    champion's label delay after their transactions) and write the end states to the tables
+    (and to Redis when `settings.redis_url` is set)."""
+    delay = champion_label_delay(settings)
     table, until_us, left_out = history_until(data, until_us)
-    cards, merchants = end_states(table, until_us)
+    cards, merchants = end_states(table, until_us, label_delay_us=delay)
     asyncio.run(write_tables(settings, cards, merchants, replace=replace))
     if settings.redis_url:
         write_online_store(settings.redis_url, cards, merchants)
@@ -254,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         until = to_micros(args.until)
     try:
         result = warm_start(settings, args.data, until, replace=args.replace)
-    except TablesNotEmptyError as exc:
+    except (TablesNotEmptyError, NoChampionError) as exc:
         console.print(f"[red]not warmed:[/red] {exc}")
         return 1
     console.print(

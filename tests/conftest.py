@@ -6,11 +6,18 @@ import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from fraud_core.features import arrow_columns, feature_matrix
+from fraud_core.bundle import ModelBundle, make_bundle
+from fraud_core.features import (
+    DEFAULT_LABEL_DELAY_US,
+    DataContract,
+    arrow_columns,
+    feature_matrix,
+)
 from fraud_core.state import replay
 from fraud_data.landing import read_landing
 from fraud_data.simulator import SimulationConfig, generate
@@ -58,23 +65,50 @@ def history(landing: Path) -> pa.Table:
     return read_landing(landing).sort_by("timestamp")
 
 
+LONG_WORLD = SimulationConfig(days=33, cards=400, merchants=80, seed=5, fraud_intensity=3.0)
+"""Longer than the longest card window (30 days), so card states are trimmed: fewer cards."""
+
+
+@pytest.fixture(scope="session")
+def long_history(tmp_path_factory: pytest.TempPathFactory) -> pa.Table:
+    root = tmp_path_factory.mktemp("long_landing")
+    generate(LONG_WORLD, root)
+    return read_landing(root).sort_by("timestamp")
+
+
 def model_columns(table: pa.Table) -> dict[str, object]:
     """Raw columns + timestamp_us + reference stateful features, ready for feature_matrix."""
     return {**arrow_columns(table), **replay(table)}
 
 
-@pytest.fixture(scope="session")
-def reference_features(history: pa.Table) -> np.ndarray:
-    return feature_matrix(model_columns(history))
+def history_days(history: pa.Table) -> np.ndarray:
+    """Each row's day index in the small world (0 = its first day)."""
+    start = SMALL_WORLD.start
+    return np.asarray([(d.date() - start).days for d in history.column("timestamp").to_pylist()])
 
 
 @pytest.fixture(scope="session")
-def trained(history: pa.Table, reference_features: np.ndarray):  # type: ignore[no-untyped-def]
+def contract(history: pa.Table) -> DataContract:
+    """Vocabularies learnt on the training days (3-9), the default label delay."""
+    from fraud_training.encoding import learn_contract
+
+    days = history_days(history)
+    return learn_contract(
+        history.filter(pa.array((days >= 3) & (days < 10))), DEFAULT_LABEL_DELAY_US
+    )
+
+
+@pytest.fixture(scope="session")
+def reference_features(history: pa.Table, contract: DataContract) -> np.ndarray:
+    return feature_matrix(model_columns(history), contract)
+
+
+@pytest.fixture(scope="session")
+def trained(history: pa.Table, reference_features: np.ndarray, contract: DataContract):  # type: ignore[no-untyped-def]
     """A LightGBM bundle trained on days 3-9 and validated on days 10-13."""
     from fraud_training.lightgbm_trainer import LightGBMParams, train_bundle
 
-    start = SMALL_WORLD.start
-    day = np.asarray([(d.date() - start).days for d in history.column("timestamp").to_pylist()])
+    day = history_days(history)
     labels = np.asarray(history.column("is_fraud"))
     train = (day >= 3) & (day < 10)
     valid = day >= 10
@@ -83,7 +117,32 @@ def trained(history: pa.Table, reference_features: np.ndarray):  # type: ignore[
         labels[train],
         reference_features[valid],
         labels[valid],
+        contract=contract,
         params=LightGBMParams(n_estimators=60, min_child_samples=50),
+    )
+
+
+def with_unknown_labels(table: pa.Table, every: int = 7) -> pa.Table:
+    """`table` with every `every`-th label unknown (null): history whose chargebacks are not
+    all in."""
+    labels = table.column("is_fraud").to_pylist()
+    for i in range(0, len(labels), every):
+        labels[i] = None
+    index = table.column_names.index("is_fraud")
+    return table.set_column(index, "is_fraud", pa.array(labels, pa.bool_()))
+
+
+def relabelled(bundle: ModelBundle, label_delay_us: int) -> ModelBundle:
+    """`bundle` as if trained with labels known `label_delay_us` after their transactions."""
+    import onnx
+
+    meta = bundle.metadata
+    contract = msgspec.structs.replace(meta.contract, label_delay_us=label_delay_us)
+    return make_bundle(
+        onnx.load_model_from_string(bundle.onnx_bytes),
+        msgspec.structs.replace(
+            meta, contract=contract, version=f"{meta.version}-d{label_delay_us}"
+        ),
     )
 
 

@@ -42,7 +42,7 @@ def create_app() -> FastAPI:
     @app.post("/score")
     async def score(body: TransactionIn) -> ScoreOut:
         t = Transaction(**body.model_dump())
-        x = transaction_features([t], [CardState()], [MerchantState()])
+        x = transaction_features([t], [CardState()], [MerchantState()], scorer.contract)
         s = float(scorer.score(x)[0])
         decision = "alert" if s >= scorer.threshold else "allow"
         return ScoreOut(transaction_id=t.transaction_id, score=s, decision=decision)

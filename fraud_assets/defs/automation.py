@@ -1,10 +1,17 @@
 """Jobs, schedules and sensors: nightly scoring, weekly or label-driven retraining, rollback."""
 
+import datetime as dt
+
 import dagster as dg
 
-from fraud_assets.defs.partitions import LABEL_DELAY_DAYS
-from fraud_assets.defs.resources import MlflowResource, PolicyResource, StorageResource
+from fraud_assets.defs.resources import (
+    FeaturesResource,
+    MlflowResource,
+    PolicyResource,
+    StorageResource,
+)
 from fraud_assets.lib.registry import roll_back
+from fraud_training.splits import labelled_days
 
 nightly_scoring_job = dg.define_asset_job(
     "nightly_scoring_job",
@@ -45,13 +52,12 @@ weekly_retraining_schedule = dg.ScheduleDefinition(
 
 @dg.sensor(job=retraining_job, minimum_interval_seconds=3600)
 def new_labelled_days_sensor(
-    context: dg.SensorEvaluationContext, policy: PolicyResource
+    context: dg.SensorEvaluationContext, policy: PolicyResource, features: FeaturesResource
 ) -> dg.SensorResult:
     """Retrain once enough days with known labels arrived since the last training set."""
     materialized = context.instance.get_materialized_partitions(dg.AssetKey("card_features"))
-    labelled = (
-        sorted(materialized)[:-LABEL_DELAY_DAYS] if len(materialized) > LABEL_DELAY_DAYS else []
-    )
+    days = sorted(dt.date.fromisoformat(d) for d in materialized)
+    labelled = [d.isoformat() for d in labelled_days(days, features.label_delay_us)]
     newest_labelled = labelled[-1] if labelled else None
     event = context.instance.get_latest_materialization_event(dg.AssetKey("training_set"))
     trained_through = None

@@ -1,12 +1,11 @@
 """The daily partitions every day-grained asset shares."""
 
 import datetime as dt
-import math
 
 import dagster as dg
 
 from fraud_assets.lib.warehouse import days_between
-from fraud_core.features import DAY_US, LABEL_DELAY_US, LABEL_LOOKBACK_DAYS
+from fraud_core.features import label_lookback_days
 
 
 def daily_partitions(start_date: str) -> dg.DailyPartitionsDefinition:
@@ -14,12 +13,15 @@ def daily_partitions(start_date: str) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=start_date, timezone="UTC")
 
 
-LABEL_DELAY_DAYS = math.ceil(LABEL_DELAY_US / DAY_US)
+def look_back(label_delay_us: int) -> dg.TimeWindowPartitionMapping:
+    """A day of features depends on that day and the look-back days before it (the merchant
+    windows' labels, known `label_delay_us` after their transactions)."""
+    return dg.TimeWindowPartitionMapping(
+        start_offset=-label_lookback_days(label_delay_us),
+        end_offset=0,
+        allow_nonexistent_upstream_partitions=True,
+    )
 
-look_back = dg.TimeWindowPartitionMapping(
-    start_offset=-LABEL_LOOKBACK_DAYS, end_offset=0, allow_nonexistent_upstream_partitions=True
-)
-"""A day of features depends on that day and the look-back days before it."""
 
 single_run = dg.BackfillPolicy.single_run()
 """A backfill of many days is one run (one Spark job), not one run per day."""

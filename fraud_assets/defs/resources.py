@@ -10,6 +10,7 @@ from dagster_pyspark import LazyPySparkResource
 from fraud_assets.lib.registry import tracking_client
 from fraud_assets.lib.spark_session import prepare_local_driver, spark_config
 from fraud_assets.settings import AssetSettings
+from fraud_core.bundle import BundleError, ModelBundle, validate_bundle
 from fraud_core.model_store import ModelStore
 
 
@@ -74,6 +75,19 @@ class OnlineStoreResource(dg.ConfigurableResource):
     keep the states current instead)."""
 
 
+class FeaturesResource(dg.ConfigurableResource):
+    """How features are derived from the data: the label delay, and vocabulary sizes."""
+
+    label_delay_days: float = 3.0
+    """In history, a label is taken to be known this long after its transaction."""
+    vocabulary_size: int = 64
+    """Most values of each categorical column a model learns; the rest encode as unknown."""
+
+    @property
+    def label_delay_us(self) -> int:
+        return round(self.label_delay_days * 86_400_000_000)
+
+
 class PolicyResource(dg.ConfigurableResource):
     """The gates a model passes before it is published, and when to retrain."""
 
@@ -99,6 +113,17 @@ class SparkResource(LazyPySparkResource):
         super()._init_session()
 
 
+def champion_for_features(storage: StorageResource, features: FeaturesResource) -> ModelBundle:
+    """The published champion, if its data contract fits the features computed here (the
+    label delay); dg.Failure saying why not otherwise."""
+    try:
+        bundle = storage.model_store.load_champion()
+        validate_bundle(bundle, label_delay_us=features.label_delay_us)
+    except BundleError as exc:
+        raise dg.Failure(description=f"no usable published model: {exc}") from None
+    return bundle
+
+
 def resources_for(settings: AssetSettings) -> dict[str, Any]:
     """Every resource of the code location, from its settings."""
     return {
@@ -112,6 +137,9 @@ def resources_for(settings: AssetSettings) -> dict[str, Any]:
         ),
         "spark": SparkResource(spark_config=spark_config(settings), java_home=settings.java_home),
         "online_store": OnlineStoreResource(redis_url=settings.online_redis_url),
+        "features": FeaturesResource(
+            label_delay_days=settings.label_delay_days, vocabulary_size=settings.vocabulary_size
+        ),
         "policy": PolicyResource(
             min_pr_auc=settings.min_pr_auc,
             champion_tolerance=settings.champion_tolerance,

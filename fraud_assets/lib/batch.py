@@ -73,16 +73,17 @@ class DayHistory:
 
 
 def featurize_days(
-    session: SparkSession, raw: Path, days: list[dt.date], out: Path
+    session: SparkSession, raw: Path, days: list[dt.date], out: Path, label_delay_us: int
 ) -> tuple[list[dt.date], dict[str, int]]:
     """Compute every stateful feature of `days` from raw history and replace those days in `out`.
 
-    Reads what exists of the card and label look-back before the first day. Returns the days
-    written and how many days of raw history were read.
+    Reads what exists of the card and label look-back before the first day (labels known
+    `label_delay_us` after their transactions). Returns the days written and how many days of
+    raw history were read.
     """
     first, end = days[0], days[-1] + dt.timedelta(days=1)
     history = DayHistory(session, raw)
-    features = stateful_features(history, day_start_us(first), day_start_us(end))
+    features = stateful_features(history, day_start_us(first), day_start_us(end), label_delay_us)
     frame = features.withColumn("day", F.date_format("timestamp", "yyyy-MM-dd"))
     # Each window task writes its own file per day: gathering a day into one task first made
     # one core write the whole day while the other idled (~7 s of 60 at 1.2M rows a day).

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import msgspec
 import numpy as np
 import pyarrow.parquet as pq
 
 from fraud_core.bundle import ModelBundle, read_bundle, write_bundle
-from fraud_core.features import FEATURE_NAMES
+from fraud_core.features import FEATURE_NAMES, DataContract
 from fraud_core.inference import Scorer
 from fraud_training.evaluation import evaluate
 
@@ -31,30 +32,38 @@ MAX_QUANTIZED_PR_AUC_LOSS = 0.01
 
 def training_set_paths(storage: Tables) -> dict[str, Path]:
     root = storage.table("training_set")
-    return {"train": root / "train.parquet", "valid": root / "valid.parquet"}
+    return {
+        "train": root / "train.parquet",
+        "valid": root / "valid.parquet",
+        "contract": root / "contract.json",
+    }
 
 
 @dataclass(frozen=True)
 class TrainingSet:
     train_x: np.ndarray
     train_y: np.ndarray
+    train_days: np.ndarray
     valid_x: np.ndarray
     valid_y: np.ndarray
     newest_day: str
+    contract: DataContract
+    """Learnt on the training days; every candidate bundle carries it."""
 
 
-def _split(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _split(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     table = pq.read_table(path)
     x = np.column_stack([table.column(n).to_numpy() for n in FEATURE_NAMES]).astype(np.float32)
     y = table.column("is_fraud").to_numpy(zero_copy_only=False).astype(np.int8)
-    return x, y, table.column("day").to_pylist()
+    return x, y, np.asarray(table.column("day").to_pylist())
 
 
 def load_training_set(storage: Tables) -> TrainingSet:
     paths = training_set_paths(storage)
-    train_x, train_y, _ = _split(paths["train"])
+    train_x, train_y, train_days = _split(paths["train"])
     valid_x, valid_y, days = _split(paths["valid"])
-    return TrainingSet(train_x, train_y, valid_x, valid_y, max(days))
+    contract = msgspec.json.decode(paths["contract"].read_bytes(), type=DataContract)
+    return TrainingSet(train_x, train_y, train_days, valid_x, valid_y, str(max(days)), contract)
 
 
 @dataclass(frozen=True)

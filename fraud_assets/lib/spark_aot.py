@@ -67,7 +67,7 @@ def _train(output: Path, cards: int) -> None:
     from pyspark.sql import SparkSession
 
     from fraud_assets.lib.batch import featurize_days, score_days
-    from fraud_core.features import FEATURE_NAMES
+    from fraud_core.features import DEFAULT_LABEL_DELAY_US, FEATURE_NAMES, empty_contract
     from fraud_data.simulator import SimulationConfig, generate
     from fraud_training.lightgbm_trainer import LightGBMParams, train_bundle
 
@@ -76,7 +76,9 @@ def _train(output: Path, cards: int) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4000, len(FEATURE_NAMES))).astype(np.float32)
     y = (rng.random(4000) < 0.1).astype(np.int64)
-    bundle = train_bundle(x, y, x, y, params=LightGBMParams(n_estimators=10)).bundle
+    bundle = train_bundle(
+        x, y, x, y, contract=empty_contract(), params=LightGBMParams(n_estimators=10)
+    ).bundle
     config = SimulationConfig(days=8, cards=cards, merchants=max(100, cards // 100), seed=7)
     with tempfile.TemporaryDirectory(prefix="fraudscale-aot-") as tmp:
         work = Path(tmp)
@@ -88,7 +90,7 @@ def _train(output: Path, cards: int) -> None:
             "spark.driver.extraJavaOptions": f"-XX:AOTCacheOutput={output}",
         }
         session = SparkSession.builder.config(map=conf).getOrCreate()
-        featurize_days(session, work / "raw", [day], work / "features")
+        featurize_days(session, work / "raw", [day], work / "features", DEFAULT_LABEL_DELAY_US)
         score_days(session, work / "features", [day], bundle, work / "scored")
         process = session.sparkContext._gateway.proc  # type: ignore[union-attr]
         session.stop()

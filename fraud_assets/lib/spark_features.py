@@ -18,7 +18,6 @@ from pyspark.sql.window import WindowSpec as WindowSpec_
 from fraud_core.features import (
     CARD_WINDOWS,
     HOUR_US,
-    LABEL_DELAY_US,
     MERCHANT_WINDOWS,
     STATEFUL_FEATURES,
     WindowSpec,
@@ -160,21 +159,21 @@ def card_window_features(history: History, start_us: int, end_us: int) -> DataFr
     )
 
 
-def label_interval(start_us: int, end_us: int) -> tuple[int, int]:
+def label_interval(start_us: int, end_us: int, label_delay_us: int) -> tuple[int, int]:
     """[lo, hi): the transactions whose labels the merchant frames of targets in
-    [start_us, end_us) can count (a label is known LABEL_DELAY_US after its transaction)."""
+    [start_us, end_us) can count (a label is known `label_delay_us` after its transaction)."""
     start_hour = start_us // HOUR_US
     longest = max(spec.window_hours for spec in MERCHANT_WINDOWS)
-    return (start_hour - longest) * HOUR_US - LABEL_DELAY_US, end_us - LABEL_DELAY_US
+    return (start_hour - longest) * HOUR_US - label_delay_us, end_us - label_delay_us
 
 
-def hourly_labels(labelled: DataFrame) -> DataFrame:
+def hourly_labels(labelled: DataFrame, label_delay_us: int) -> DataFrame:
     """(merchant_id, hour, labelled, fraud): labels counted per hour in which they became known.
 
-    Labelled history has no label events, so a label is known LABEL_DELAY_US after its
-    transaction, as in `fraud_core.state.replay`.
+    Labelled history has no label events, so a label is known `label_delay_us` after its
+    transaction, as in `fraud_core.state.replay`; a null label is no label.
     """
-    hour = F.floor((F.col("ts_us") + LABEL_DELAY_US) / HOUR_US).cast("long")
+    hour = F.floor((F.col("ts_us") + label_delay_us) / HOUR_US).cast("long")
     return (
         labelled.where(F.col("is_fraud").isNotNull())
         .groupBy("merchant_id", hour.alias("hour"))
@@ -227,12 +226,14 @@ def merchant_risk(transactions: DataFrame, labels: DataFrame) -> DataFrame:
     )
 
 
-def stateful_features(history: History, start_us: int, end_us: int) -> DataFrame:
-    """Every stateful feature for the transactions with ts in [start_us, end_us)."""
+def stateful_features(
+    history: History, start_us: int, end_us: int, label_delay_us: int
+) -> DataFrame:
+    """Every stateful feature for the transactions with ts in [start_us, end_us), labels known
+    `label_delay_us` after their transactions."""
     targets = card_window_features(history, start_us, end_us)
-    risk = merchant_risk(
-        history(start_us, end_us), hourly_labels(history(*label_interval(start_us, end_us)))
-    )
+    labels = history(*label_interval(start_us, end_us, label_delay_us))
+    risk = merchant_risk(history(start_us, end_us), hourly_labels(labels, label_delay_us))
     # One risk row per merchant and hour of the targets: small, so it is broadcast and the
     # target rows are not shuffled for the join.
     features = (

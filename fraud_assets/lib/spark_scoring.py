@@ -33,7 +33,7 @@ def score_column(onnx_bytes: bytes) -> Column:
         scorer = Scorer(bundle_from_bytes(onnx_bytes))
         threshold = np.float32(scorer.threshold)
         for arrays in batches:
-            x = feature_matrix(dict(zip(MODEL_INPUT_COLUMNS, arrays, strict=True)))
+            x = feature_matrix(dict(zip(MODEL_INPUT_COLUMNS, arrays, strict=True)), scorer.contract)
             scores = scorer.score(x)
             alert = scores >= threshold
             reasons = np.full(len(scores), None, dtype=object)

@@ -100,7 +100,7 @@ class ScoringPipeline:
                     [t.card_id for t in misses], [t.merchant_id for t in misses]
                 )
             with self.tracer.start_as_current_span("features"):
-                x = transaction_features(misses, states.cards, states.merchants)
+                x = transaction_features(misses, states.cards, states.merchants, scorer.contract)
             with self.tracer.start_as_current_span("inference") as span:
                 span.set_attribute("model.version", scorer.version)
                 span.set_attribute("rows", len(x))

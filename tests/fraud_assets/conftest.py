@@ -11,6 +11,7 @@ import dagster as dg
 import pytest
 
 from fraud_assets.defs.resources import (
+    FeaturesResource,
     MlflowResource,
     OnlineStoreResource,
     PolicyResource,
@@ -23,7 +24,12 @@ from fraud_assets.settings import AssetSettings
 from tests.conftest import SMALL_WORLD
 
 DAYS = [SMALL_WORLD.start + dt.timedelta(days=i) for i in range(SMALL_WORLD.days)]
-TRAINING_CONFIG = {"ops": {"training_set": {"config": {"warmup_days": 2, "validation_days": 3}}}}
+TRAINING_CONFIG = {
+    "ops": {
+        "training_set": {"config": {"warmup_days": 2, "validation_days": 3}},
+        "fraud_model": {"config": {"tuning_trials": 3, "n_estimators": 100}},
+    }
+}
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +60,7 @@ def make_resources(
         "mlflow_tracking": MlflowResource(local_dir=str(root / "mlflow")),
         "spark": spark,
         "online_store": OnlineStoreResource(redis_url=redis_url),
+        "features": FeaturesResource(),
         "policy": PolicyResource(),
     }
 

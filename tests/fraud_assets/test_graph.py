@@ -21,8 +21,9 @@ from fraud_assets.lib.registry import CHAMPION_ALIAS, roll_back
 from fraud_assets.lib.spark_aot import record
 from fraud_assets.lib.warehouse import read_days
 from fraud_assets.settings import AssetSettings
-from fraud_core.features import STATEFUL_FEATURES
+from fraud_core.features import DAY_US, DEFAULT_LABEL_DELAY_US, STATEFUL_FEATURES
 from fraud_core.state import replay
+from tests.conftest import with_unknown_labels
 from tests.fraud_assets.conftest import DAYS, make_resources, run_range, run_unpartitioned
 
 pytestmark = pytest.mark.integration
@@ -57,9 +58,11 @@ def table(platform: dict[str, Any], name: str, days: list) -> pa.Table:  # type:
     return read_days(platform["resources"]["storage"].table(name), days)
 
 
-def assert_features_equal_the_reference(features: pa.Table, history: pa.Table) -> None:
+def assert_features_equal_the_reference(
+    features: pa.Table, history: pa.Table, label_delay_us: int = DEFAULT_LABEL_DELAY_US
+) -> None:
     """Each row's stateful features equal `fraud_core.state.replay` over the whole history."""
-    reference = replay(history)
+    reference = replay(history, label_delay_us=label_delay_us)
     index = {t: i for i, t in enumerate(history.column("transaction_id").to_pylist())}
     rows = np.array([index[t] for t in features.column("transaction_id").to_pylist()])
     for name in STATEFUL_FEATURES:
@@ -89,6 +92,38 @@ def test_a_nightly_day_alone_equals_the_reference_implementation(
     features = table(platform, "card_features", [day])
     assert features.num_rows == expected_rows
     assert_features_equal_the_reference(features, history)
+
+
+def test_batch_features_follow_the_label_delay_and_skip_unknown_labels(
+    history, spark_resource, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """The Spark path with a 7-day delay, on history where some labels are unknown, gives the
+    reference implementation's features (a null label counts nowhere)."""
+    from fraud_assets.lib.batch import featurize_days
+    from fraud_assets.lib.warehouse import write_day
+
+    delay = 7 * DAY_US
+    raw_history = with_unknown_labels(history)
+    day_of = pc.strftime(raw_history.column("timestamp"), "%Y-%m-%d")
+    for day in DAYS:
+        rows = raw_history.filter(pc.equal(day_of, day.isoformat()))
+        write_day(tmp_path / "raw", day, rows)
+    featurize_days(spark_resource.spark_session, tmp_path / "raw", [DAYS[-1]], tmp_path / "out",
+                   delay)  # fmt: skip
+    features = read_days(tmp_path / "out", [DAYS[-1]])
+    assert features.num_rows > 0
+    assert_features_equal_the_reference(features, raw_history, label_delay_us=delay)
+    three_days = replay(raw_history)["merchant_fraud_rate_7d"]
+    seven_days = replay(raw_history, label_delay_us=delay)["merchant_fraud_rate_7d"]
+    assert not np.array_equal(three_days, seven_days)  # the delay changes what is known
+
+
+def test_a_champion_trained_with_another_label_delay_does_not_score(platform, instance) -> None:  # type: ignore[no-untyped-def]
+    from fraud_assets.defs.resources import FeaturesResource
+
+    resources = {**platform["resources"], "features": FeaturesResource(label_delay_days=7)}
+    with pytest.raises(Exception, match="label delay of 3 days, features here use 7"):
+        run_range(instance, resources, ["scored_transactions"], DAYS[-1], DAYS[-1])
 
 
 def test_every_ingested_row_is_kept_or_quarantined(platform, history) -> None:  # type: ignore[no-untyped-def]
@@ -136,7 +171,9 @@ def test_batch_scores_equal_the_scorer_on_reference_features(platform, history) 
     from fraud_core.inference import Scorer
 
     scorer = Scorer(platform["resources"]["storage"].model_store.load_champion())
-    expected = scorer.score(feature_matrix({**arrow_columns(history), **replay(history)}))
+    expected = scorer.score(
+        feature_matrix({**arrow_columns(history), **replay(history)}, scorer.contract)
+    )
     by_id = dict(zip(history.column("transaction_id").to_pylist(), expected, strict=True))
     scored = table(platform, "scored_transactions", SCORED_DAYS)
     want = np.array([by_id[t] for t in scored.column("transaction_id").to_pylist()])
@@ -207,11 +244,14 @@ def test_sensor_waits_for_new_labelled_days_then_asks_for_retraining(platform, i
     import dagster as dg
 
     from fraud_assets.defs.automation import new_labelled_days_sensor
-    from fraud_assets.defs.resources import PolicyResource
+    from fraud_assets.defs.resources import FeaturesResource, PolicyResource
 
     # Just trained on every labelled day: nothing new, so no run.
     result = new_labelled_days_sensor(
-        dg.build_sensor_context(instance=instance, resources={"policy": PolicyResource()})
+        dg.build_sensor_context(
+            instance=instance,
+            resources={"policy": PolicyResource(), "features": FeaturesResource()},
+        )
     )
     assert not result.run_requests
     assert "0 new labelled days" in (result.skip_reason.skip_message or "")

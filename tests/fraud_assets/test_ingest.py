@@ -11,8 +11,31 @@ import pytest
 from fraud_assets.defs.ingest.assets import QUARANTINE_TABLE, ingest_day
 from fraud_assets.defs.resources import StorageResource
 from fraud_assets.lib.warehouse import read_days
+from tests.conftest import with_unknown_labels
 
 pytestmark = pytest.mark.unit
+
+
+def test_rows_whose_label_is_unknown_are_kept_as_unlabelled(
+    tmp_path: Path, history: pa.Table
+) -> None:
+    day = dt.date(2026, 1, 6)
+    rows = with_unknown_labels(
+        history.filter(
+            pc.equal(pc.strftime(history.column("timestamp"), "%Y-%m-%d"), day.isoformat())
+        )
+    )
+    folder = tmp_path / "landing" / f"day={day}"
+    folder.mkdir(parents=True)
+    pq.write_table(rows, folder / "x.parquet")
+    storage = StorageResource(
+        landing_dir=str(tmp_path / "landing"), warehouse_dir=str(tmp_path / "wh")
+    )
+    result = ingest_day(storage, day)
+    assert (result["rows"], result["quarantined_rows"]) == (rows.num_rows, 0)
+    assert result["labelled_rows"] == rows.num_rows - rows.column("is_fraud").null_count
+    kept = read_days(storage.table("raw_transactions"), [day])
+    assert kept.column("is_fraud").null_count == rows.column("is_fraud").null_count > 0
 
 
 def test_bad_rows_are_quarantined_with_reasons_and_counted(

@@ -9,11 +9,12 @@ import pytest
 
 from fraud_core.features import (
     CARD_WINDOWS,
+    DEFAULT_LABEL_DELAY_US,
     FEATURE_NAMES,
-    LABEL_DELAY_US,
     N_FEATURES,
     STATEFUL_FEATURES,
     STATELESS_FEATURES,
+    DataContract,
     category_codes,
     feature_matrix,
     stateless_features,
@@ -32,9 +33,20 @@ from fraud_core.state import (
     merchant_features,
     replay,
 )
+from fraud_data.simulator import CHANNELS, COUNTRIES, CURRENCIES, MERCHANT_CATEGORIES
 from tests.conftest import model_columns, utc
 
 pytestmark = pytest.mark.unit
+
+CONTRACT = DataContract(
+    vocabularies={
+        "merchant_category": MERCHANT_CATEGORIES,
+        "channel": CHANNELS,
+        "currency": CURRENCIES,
+        "country": COUNTRIES,
+    }
+)
+"""The simulated world's values, in their listed order."""
 
 T0 = to_micros(utc(2026, 1, 5, 12))  # a Monday, noon UTC
 SECOND = 1_000_000
@@ -70,7 +82,7 @@ def test_stateless_features_by_hand() -> None:
         "currency": ["EUR", "XXX"],
         "country": ["DE", "GB"],
     }
-    got = dict(zip(STATELESS_FEATURES, stateless_features(columns).T, strict=True))
+    got = dict(zip(STATELESS_FEATURES, stateless_features(columns, CONTRACT).T, strict=True))
     np.testing.assert_allclose(got["log_amount"], [0.0, math.log(100.0)], rtol=1e-6)
     assert got["hour_of_day"].tolist() == [12, 3]
     assert got["day_of_week"].tolist() == [0, 5]
@@ -131,9 +143,9 @@ def test_transactions_at_the_same_instant_do_not_see_each_other() -> None:
 
 def test_card_state_keeps_only_what_the_longest_window_needs() -> None:
     state = CardState()
-    for i in range(20):
+    for i in range(40):
         _, state = card_step(state, CardEvent(T0 + i * DAY, 1.0, "m", "DE"))
-    assert len(state.ts) == 8  # the newest, plus the seven days before it
+    assert len(state.ts) == 31  # the newest, plus the thirty days before it
     assert decode_card_state(encode_state(state)) == state
 
 
@@ -153,7 +165,7 @@ def test_merchant_risk_counts_labels_only_from_the_hour_after_they_are_known() -
     assert decode_merchant_state(encode_state(state)) == state
 
 
-def history_table(rows: list[tuple[str, str, dt.datetime, float, bool]]) -> pa.Table:
+def history_table(rows: list[tuple[str, str, dt.datetime, float, bool | None]]) -> pa.Table:
     """(card, merchant, time, amount, is_fraud) -> a labelled history table."""
     n = len(rows)
     return pa.table(
@@ -175,7 +187,7 @@ def history_table(rows: list[tuple[str, str, dt.datetime, float, bool]]) -> pa.T
 
 def test_replay_applies_the_label_delay() -> None:
     fraud_time = utc(2026, 1, 5, 12)
-    delay = dt.timedelta(microseconds=LABEL_DELAY_US)
+    delay = dt.timedelta(microseconds=DEFAULT_LABEL_DELAY_US)
     table = history_table(
         [
             ("c1", "m1", fraud_time, 100.0, True),
@@ -188,17 +200,55 @@ def test_replay_applies_the_label_delay() -> None:
     assert rate.tolist() == [-1.0, -1.0, 1.0]
 
 
+@pytest.mark.parametrize("days", [1, 7])
+def test_a_label_counts_from_the_hour_after_its_delay_and_not_before(days: int) -> None:
+    """At the edges: a transaction in the hour its label becomes known does not see it; one in
+    the next hour does. The delay is the contract's, not a constant."""
+    fraud_time = utc(2026, 1, 5, 12)
+    delay = dt.timedelta(days=days)
+    known = fraud_time + delay
+    table = history_table([
+        ("c1", "m1", fraud_time, 100.0, True),
+        ("c2", "m1", known - dt.timedelta(microseconds=1), 10.0, False),
+        ("c3", "m1", known + dt.timedelta(minutes=59), 10.0, False),
+        ("c4", "m1", known + dt.timedelta(hours=1), 10.0, False),
+    ])  # fmt: skip
+    rate = replay(table, label_delay_us=days * DAY)["merchant_fraud_rate_7d"]
+    assert rate.tolist() == [-1.0, -1.0, -1.0, 1.0]
+
+
+def test_a_label_time_column_overrides_the_delay_and_null_labels_are_no_labels() -> None:
+    base = utc(2026, 1, 5, 12)
+    table = history_table([
+        ("c1", "m1", base, 100.0, True),  # its label arrives after an hour, per label_time
+        ("c2", "m1", base + dt.timedelta(hours=1), 10.0, None),  # unlabelled
+        ("c3", "m1", base + dt.timedelta(hours=2, minutes=1), 10.0, False),
+        ("c4", "m1", base + dt.timedelta(hours=4), 10.0, False),
+    ])  # fmt: skip
+    label_time = pa.array(
+        [base + dt.timedelta(hours=1), None, None, None], pa.timestamp("us", tz="UTC")
+    )
+    with_times = table.append_column("label_time", label_time)
+    got = replay(with_times, label_delay_us=DEFAULT_LABEL_DELAY_US)
+    # c1's label (known at 13:00) counts from 14:00; the null label of c2 never counts.
+    assert got["merchant_label_count_30d"].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert got["merchant_fraud_rate_7d"].tolist() == [-1.0, -1.0, 1.0, 1.0]
+    cards, merchants = end_states(with_times)
+    assert sum(merchants["m1"].labelled) == 3  # c1, c3 and c4: c2 has no label
+    assert sum(len(c.ts) for c in cards.values()) == 4  # an unlabelled row is a transaction
+
+
 def test_no_leakage_future_rows_do_not_change_past_features() -> None:
     base = utc(2026, 1, 5, 9)
     rows = [("c1", "m1", base + dt.timedelta(hours=h), 10.0 + h, h == 3) for h in range(8)]
-    full = feature_matrix(model_columns(history_table(rows)))
+    full = feature_matrix(model_columns(history_table(rows)), CONTRACT)
     for cut in range(1, len(rows)):
-        prefix = feature_matrix(model_columns(history_table(rows[:cut])))
+        prefix = feature_matrix(model_columns(history_table(rows[:cut])), CONTRACT)
         np.testing.assert_array_equal(prefix, full[:cut])
     # And changing a later row's amount or label leaves earlier features untouched.
     altered = [*rows[:5], *[(c, m, t, 9999.0, True) for c, m, t, _, _ in rows[5:]]]
     np.testing.assert_array_equal(
-        feature_matrix(model_columns(history_table(altered)))[:5], full[:5]
+        feature_matrix(model_columns(history_table(altered)), CONTRACT)[:5], full[:5]
     )
 
 

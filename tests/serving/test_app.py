@@ -78,7 +78,7 @@ def test_rest_score_equals_the_reference_path_for_a_card_without_history(
     got = client.post("/v1/score", content=msgspec.json.encode(TXN)).json()["score"]
     table = transactions_to_arrow([decode_json(msgspec.json.encode(TXN), Transaction)])
     expected = Scorer(trained.bundle).score(
-        feature_matrix({**arrow_columns(table), **replay(table)})
+        feature_matrix({**arrow_columns(table), **replay(table)}, trained.bundle.metadata.contract)
     )
     assert got == pytest.approx(float(expected[0]), abs=0)
 

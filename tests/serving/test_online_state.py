@@ -11,7 +11,7 @@ import pytest
 import redis
 from litestar.testing import TestClient
 
-from fraud_core.features import arrow_columns, feature_matrix
+from fraud_core.features import DAY_US, DEFAULT_LABEL_DELAY_US, arrow_columns, feature_matrix
 from fraud_core.inference import Scorer
 from fraud_core.model_store import ModelStore
 from fraud_core.online_store import CARD_STATE_TTL_MS, card_key, load_history
@@ -20,6 +20,7 @@ from fraud_devtools.processes import wait_until
 from fraud_devtools.redis_server import LocalRedis
 from serving.app import create_app
 from serving.settings import ServingSettings
+from tests.conftest import relabelled, with_unknown_labels
 
 pytestmark = pytest.mark.integration
 
@@ -44,19 +45,49 @@ def test_rest_score_equals_the_reference_given_the_same_history(
     rows = pc.indices_nonzero(pc.equal(history.column("card_id"), busiest)).to_pylist()
     target = rows[-1]
     row = history.slice(target, 1).to_pylist()[0]
-    cards, merchants = load_history(history.slice(0, target), redis_server.url)
+    cards, merchants = load_history(
+        history.slice(0, target), redis_server.url, DEFAULT_LABEL_DELAY_US
+    )
     assert cards > 100
     assert merchants > 10
     stored = redis.Redis.from_url(redis_server.url)
     ttl_ms = stored.pttl(card_key(busiest))
     assert CARD_STATE_TTL_MS - 60_000 < ttl_ms <= CARD_STATE_TTL_MS  # every writer sets it
     expected = Scorer(trained.bundle).score(
-        feature_matrix({**arrow_columns(history), **replay(history)})[target : target + 1]
+        feature_matrix(
+            {**arrow_columns(history), **replay(history)}, trained.bundle.metadata.contract
+        )[target : target + 1]
     )[0]
     with client(tmp_path, trained.bundle, redis_server.url) as rest:
         body = rest.post("/v1/score", content=wire(row)).json()
     assert body["features_degraded"] is False
     assert body["score"] == float(expected)
+
+
+def test_rest_follows_the_models_label_delay_with_unknown_labels_in_history(
+    tmp_path: Path, redis_server: LocalRedis, trained, history: pa.Table
+) -> None:  # type: ignore[no-untyped-def]
+    """States loaded from history whose labels are partly unknown, known 7 days after their
+    transactions (the model's contract): REST scores as the reference does."""
+    delay = 7 * DAY_US
+    bundle = relabelled(trained.bundle, delay)
+    unknown = with_unknown_labels(history)
+    target = unknown.num_rows - 5
+    load_history(
+        unknown.slice(0, target), redis_server.url, bundle.metadata.contract.label_delay_us
+    )
+    columns = {**arrow_columns(unknown), **replay(unknown, label_delay_us=delay)}
+    expected = Scorer(bundle).score(feature_matrix(columns, bundle.metadata.contract))
+    with client(tmp_path, bundle, redis_server.url) as rest:
+        for i in range(target, unknown.num_rows):
+            row = unknown.slice(i, 1).to_pylist()[0]
+            if any(
+                r["card_id"] == row["card_id"]
+                for r in unknown.slice(target, i - target).to_pylist()
+            ):
+                continue  # its card's state in Redis predates the rows before it here
+            body = rest.post("/v1/score", content=wire(row)).json()
+            assert body["score"] == float(expected[i])
 
 
 def test_redis_dying_mid_load_fails_no_request_and_recovers(

@@ -55,13 +55,13 @@ def test_a_redelivered_batch_scores_the_same_and_changes_no_state(
 
 
 def test_a_transaction_redelivered_after_later_ones_were_applied_gets_its_first_score(
-    history: pa.Table, trained
+    long_history: pa.Table, trained
 ) -> None:  # type: ignore[no-untyped-def]
     """The crash the changelog allows: the worker applied (and wrote) later transactions of
     a card, 8 days on, which trimmed its state, then died before committing. The redelivered
     transactions are scored from their first features, not from the trimmed state, until
     their offsets are committed; then nothing of them is kept."""
-    table = history.drop_columns(["is_fraud"])
+    table = long_history.drop_columns(["is_fraud"])
     busiest = max(pc.value_counts(table["card_id"]).to_pylist(), key=lambda c: c["counts"])[
         "values"
     ]

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import redis
 from aiokafka import ConsumerRecord
@@ -36,6 +37,7 @@ from streaming.outbox import key_partition
 from streaming.scoring import Alert, decode_card_entry, decode_merchant_entry
 from streaming.settings import StreamSettings
 from streaming.warm import TablesNotEmptyError, warm_start
+from tests.conftest import relabelled, with_unknown_labels
 from tests.streaming.conftest import Stream
 
 pytestmark = pytest.mark.integration
@@ -70,7 +72,7 @@ def card_partition(card_id: str, partitions: int = 4) -> int:
 
 def reference_scores(table: pa.Table, scorer: Scorer) -> dict[str, float]:
     """What the batch path gives: replay features in time order, the same model."""
-    x = feature_matrix({**arrow_columns(table), **replay(table)})
+    x = feature_matrix({**arrow_columns(table), **replay(table)}, scorer.contract)
     return dict(
         zip(table.column("transaction_id").to_pylist(), scorer.score(x).tolist(), strict=True)
     )
@@ -127,8 +129,43 @@ def test_scores_equal_the_reference_and_tables_equal_a_replay(
     assert [decode_card_state(v) for v in stored] == [replayed[c] for c in sample]
 
 
+def test_a_warm_start_takes_the_champions_label_delay_and_skips_unknown_labels(
+    stream: Stream, models: ModelStore, history: pa.Table, trained, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The champion was trained with labels known 7 days after their transactions; history
+    has some labels unknown. The warm start's merchant states are the reference's for that
+    delay, with unknown labels counted nowhere, and the stream then scores as the reference."""
+    delay = 7 * DAY_US
+    models.publish(relabelled(trained.bundle, delay))
+    unknown = with_unknown_labels(history)
+    landing = tmp_path / "landing-unknown"
+    landing.mkdir()
+    pq.write_table(unknown, landing / "history.parquet")
+    ts = timestamps_us(unknown.column("timestamp"))
+    until = (int(ts.min()) // DAY_US + 11) * DAY_US
+    settings = StreamSettings.from_env({**stream.env, "FRAUD_STREAM_PARTITIONS": "4"})
+    warm_start(settings, landing, until)
+    cards, merchants = end_states(unknown, until, label_delay_us=delay)
+    assert final_merchant_states(stream) == merchants
+    assert final_card_states(stream) == cards
+
+    worker = stream.worker()
+    labels = label_records(unknown, since_us=until, label_delay_us=delay)
+    wait_for_labels(worker, send(stream, "labels", labels))
+    live = unknown.filter(pc.greater_equal(unknown.column("timestamp"), from_micros(until)))
+    n = send(stream, "transactions", transaction_records(live))
+    scores = scores_by_id(read(stream, stream.topic("scores"), until=n))
+    scorer = Scorer(models.load_champion())
+    columns = {**arrow_columns(unknown), **replay(unknown, label_delay_us=delay)}
+    expected = dict(zip(unknown.column("transaction_id").to_pylist(),
+                        scorer.score(feature_matrix(columns, scorer.contract)).tolist(),
+                        strict=True))  # fmt: skip
+    assert max(abs(s[0].score - expected[tid]) for tid, s in scores.items()) <= 1e-6
+
+
 def _scripted() -> pa.Table:
-    """One card's transactions on window edges: exactly 1 h, 24 h and 7 d apart, a tie."""
+    """One card's transactions on window edges: exactly 1 h, 24 h, 7 d and 30 d apart, a
+    tie."""
     t0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
     offsets = [
         dt.timedelta(0),
@@ -139,6 +176,8 @@ def _scripted() -> pa.Table:
         dt.timedelta(days=7, hours=1),  # 7 d after the second: it is still in the window
         dt.timedelta(days=7, hours=1, microseconds=1),
         dt.timedelta(days=8, hours=2),  # everything before day 1 has left the 7 d window
+        dt.timedelta(days=30, hours=1),  # 30 d after the second: still in the 30 d window
+        dt.timedelta(days=38, hours=3),  # the first 8 days have left every window
     ]
     rows = [
         {
@@ -161,14 +200,18 @@ def _scripted() -> pa.Table:
 def test_window_edges_of_a_scripted_card(stream: Stream, trained) -> None:  # type: ignore[no-untyped-def]
     table = _scripted()
     worker = stream.worker()
-    wait_for_labels(worker, send(stream, "labels", label_records(table)))
+    # Labels known by the last transaction, sent first. (A label known weeks after it would
+    # move the merchant state's retention past labels the earlier transactions still count:
+    # a live label stream arrives in time.)
+    last = int(timestamps_us(table.column("timestamp")).max())
+    wait_for_labels(worker, send(stream, "labels", label_records(table, until_us=last)))
     n = send(stream, "transactions", transaction_records(table))
     scores = scores_by_id(read(stream, stream.topic("scores"), until=n))
     expected = reference_scores(table, Scorer(trained.bundle))
     assert {tid: s[0].score for tid, s in scores.items()} == pytest.approx(expected, abs=1e-6)
     (state,) = final_card_states(stream).values()
     assert state == replayed_card_states(table)["card-edge"]
-    assert len(state.ts) == 3  # only what is within 7 days of the last transaction is kept
+    assert len(state.ts) == 2  # only what is within 30 days of the last transaction is kept
 
 
 def test_bad_records_go_to_the_dead_letter_topic_with_their_reason(
@@ -222,17 +265,18 @@ def final_merchant_states(stream: Stream) -> dict[str, MerchantState]:
 
 KILL_POINTS = {
     "early": "score:1",  # the first batch scored, nothing produced
-    "mid-batch": "produce:25",  # a batch's records with the producer, not yet with the broker
-    "after-changelog-write": "flush:25",  # the broker has its scores and changelog; uncommitted
-    "kill-9-from-outside": "",  # at whatever point the worker is when 30,000 are scored
+    "mid-batch": "produce:12",  # a batch's records with the producer, not yet with the broker
+    "after-changelog-write": "flush:12",  # the broker has its scores and changelog; uncommitted
+    "kill-9-from-outside": "",  # at whatever point the worker is a third of the way through
 }
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)
 def test_kill_9_then_every_score_of_every_transaction_equals_the_reference(
-    stream: Stream, history: pa.Table, trained, point: str
+    stream: Stream, long_history: pa.Table, trained, point: str
 ) -> None:  # type: ignore[no-untyped-def]
-    """Fourteen days (twice the longest window, so card states are trimmed), labels first.
+    """Thirty-three days (longer than the longest window, so card states are trimmed), labels
+    first.
     The worker dies by SIGKILL at a point of a batch; another starts with the same group and
     data folder. Every transaction has a score, every score of every transaction (a
     redelivered one is scored twice) equals the batch path's, alerts are complete, and the
@@ -240,20 +284,20 @@ def test_kill_9_then_every_score_of_every_transaction_equals_the_reference(
     kill_at = KILL_POINTS[point]
     env = {"FRAUD_STREAM_KILL_AT": kill_at} if kill_at else {}
     first = stream.worker(**env)
-    wait_for_labels(first, send(stream, "labels", label_records(history)))
-    n = send(stream, "transactions", transaction_records(history))
+    wait_for_labels(first, send(stream, "labels", label_records(long_history)))
+    n = send(stream, "transactions", transaction_records(long_history))
     if kill_at:
         wait_until(lambda: first.exit_code() is not None, "the worker's own SIGKILL", 120)
         assert first.exit_code() == -signal.SIGKILL
     else:
         wait_until(
-            lambda: first.metric("fraudscale_stream_transactions_total") >= 30_000, "work", 120
+            lambda: first.metric("fraudscale_stream_transactions_total") >= n // 3, "work", 120
         )
         first.kill()
     second = stream.worker(FRAUD_STREAM_DATA_DIR=first.env["FRAUD_STREAM_DATA_DIR"])
 
     scores = scores_by_id(read(stream, stream.topic("scores"), until=n, distinct=True))
-    expected = reference_scores(history, Scorer(trained.bundle))
+    expected = reference_scores(long_history, Scorer(trained.bundle))
     assert scores.keys() == expected.keys()  # every transaction has a score
     wrong = {
         tid: [a.score for a in answers]
@@ -269,7 +313,7 @@ def test_kill_9_then_every_score_of_every_transaction_equals_the_reference(
     alerting = {tid for tid, s in expected.items() if np.float32(s) >= threshold}
     alerts = read(stream, stream.topic("alerts"), until=len(alerting), distinct=True)
     assert {a.key.decode() for a in alerts} == alerting  # no alert missing, none extra
-    cards, merchants = end_states(history)
+    cards, merchants = end_states(long_history)
     assert final_card_states(stream) == cards
     assert final_merchant_states(stream) == merchants
 

@@ -11,15 +11,23 @@ import datetime as dt
 import dagster as dg
 
 from fraud_assets.defs.partitions import look_back, partition_days, single_run
-from fraud_assets.defs.resources import OnlineStoreResource, StorageResource
+from fraud_assets.defs.resources import (
+    FeaturesResource,
+    OnlineStoreResource,
+    StorageResource,
+    champion_for_features,
+)
 from fraud_assets.lib.batch import lookback_days
 from fraud_assets.lib.warehouse import existing_day_folders, read_days
-from fraud_core.features import LABEL_LOOKBACK_DAYS
+from fraud_core.features import label_lookback_days
 from fraud_core.online_store import load_history
 
 
 def online_state(
-    context: dg.AssetExecutionContext, storage: StorageResource, online_store: OnlineStoreResource
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    online_store: OnlineStoreResource,
+    features: FeaturesResource,
 ) -> dg.MaterializeResult:
     """Every card's and merchant's state at the end of the day, written to the online store."""
     if not online_store.redis_url:
@@ -30,9 +38,11 @@ def online_state(
     raw = storage.table("raw_transactions")
     if not existing_day_folders(raw, [day]):
         raise dg.Failure(description=f"raw_transactions missing for {day}: materialize it")
-    days = lookback_days(day, day + dt.timedelta(days=1), LABEL_LOOKBACK_DAYS)
+    champion_for_features(storage, features)  # REST scores these states with it
+    delay = features.label_delay_us
+    days = lookback_days(day, day + dt.timedelta(days=1), label_lookback_days(delay))
     history = read_days(raw, days).sort_by("timestamp")  # the days that exist
-    cards, merchants = load_history(history, online_store.redis_url)
+    cards, merchants = load_history(history, online_store.redis_url, delay)
     return dg.MaterializeResult(
         metadata={
             "loaded": True, "cards": cards, "merchants": merchants,
@@ -42,12 +52,12 @@ def online_state(
     )  # fmt: skip
 
 
-def build(daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def build(daily: dg.PartitionsDefinition, label_delay_us: int) -> list[dg.AssetsDefinition]:
     """The online-store asset on `daily` partitions."""
     return [
         dg.asset(
             partitions_def=daily,
-            deps=[dg.AssetDep("raw_transactions", partition_mapping=look_back)],
+            deps=[dg.AssetDep("raw_transactions", partition_mapping=look_back(label_delay_us))],
             backfill_policy=single_run,  # a range of days is one run, which loads the newest
             group_name="serving",
             kinds={"redis"},

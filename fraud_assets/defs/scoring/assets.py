@@ -8,27 +8,30 @@ from dagster_pyspark import LazyPySparkResource
 
 from fraud_assets.defs.partitions import partition_days, single_run
 from fraud_assets.defs.publishing.assets import baseline_path
-from fraud_assets.defs.resources import StorageResource
+from fraud_assets.defs.resources import (
+    FeaturesResource,
+    StorageResource,
+    champion_for_features,
+)
 from fraud_assets.lib.batch import score_days
 from fraud_assets.lib.drift import PSI_ALERT, load_baseline, psi
 from fraud_assets.lib.warehouse import (
     read_days,
     write_day,
 )
-from fraud_core.bundle import BundleError
 
 DRIFT_CHECK = dg.AssetCheckSpec("score_drift", asset="scored_transactions")
 
 
 def scored_transactions(
-    context: dg.AssetExecutionContext, storage: StorageResource, spark: LazyPySparkResource
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    spark: LazyPySparkResource,
+    features: FeaturesResource,
 ) -> dg.MaterializeResult:
     """Every transaction of the day scored by the published model (Parquet by day and hour)."""
     days = partition_days(context)
-    try:
-        bundle = storage.model_store.load_champion()
-    except BundleError as exc:
-        raise dg.Failure(description=f"no usable published model: {exc}") from None
+    bundle = champion_for_features(storage, features)
     table = storage.table("scored_transactions")
     try:
         written = score_days(

@@ -6,12 +6,12 @@ import json
 import dagster as dg
 import lightgbm as lgb
 import mlflow
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fraud_assets.defs.partitions import LABEL_DELAY_DAYS
-from fraud_assets.defs.resources import MlflowResource, StorageResource
+from fraud_assets.defs.resources import FeaturesResource, MlflowResource, StorageResource
 from fraud_assets.lib.candidates import (
     CHALLENGER,
     LIGHTGBM,
@@ -23,16 +23,23 @@ from fraud_assets.lib.candidates import (
 )
 from fraud_assets.lib.registry import experiment_id
 from fraud_assets.lib.warehouse import read_days, write_file
-from fraud_core.features import CARD_LOOKBACK_DAYS, FEATURE_NAMES, arrow_columns, feature_matrix
+from fraud_core.features import (
+    FEATURE_NAMES,
+    DataContract,
+    arrow_columns,
+    feature_matrix,
+)
 from fraud_core.inference import Scorer
+from fraud_training.encoding import learn_contract
 from fraud_training.evaluation import evaluate, make_model_bundle
 from fraud_training.lightgbm_trainer import (
     LightGBMParams,
     export_lightgbm,
-    fit_lightgbm,
     lightgbm_importance,
 )
 from fraud_training.mlp_challenger import export_mlp, fit_mlp, quantize_int8
+from fraud_training.splits import labelled_days
+from fraud_training.tuning import Trial, Tuning, fit_tuned
 
 DEFAULT_PARAMS = LightGBMParams()
 
@@ -40,22 +47,15 @@ DEFAULT_PARAMS = LightGBMParams()
 class TrainingSetConfig(dg.Config):
     validation_days: int = 3
     """The newest labelled days, held out to measure models and set thresholds."""
-    warmup_days: int = CARD_LOOKBACK_DAYS
-    """Days skipped at the start of the data, whose card windows still lack history."""
+    warmup_days: int = 7
+    """Days skipped at the start of the data, whose week-long card windows still lack history
+    (the month-long ones fill up over the training days, as a new card's do in service)."""
     max_training_days: int = 56
     """At most this many days before the validation days are trained on."""
 
 
-def labelled_days(available: list[dt.date]) -> list[dt.date]:
-    """Days whose labels are all known by the end of the newest day (the label delay)."""
-    if not available:
-        return []
-    newest = max(available)
-    return [d for d in available if d <= newest - dt.timedelta(days=LABEL_DELAY_DAYS)]
-
-
-def _matrix_table(table: pa.Table) -> pa.Table:
-    x = feature_matrix(arrow_columns(table))
+def _matrix_table(table: pa.Table, contract: DataContract) -> pa.Table:
+    x = feature_matrix(arrow_columns(table), contract)
     day = pc.strftime(table.column("timestamp"), format="%Y-%m-%d")
     columns = {
         "transaction_id": table.column("transaction_id"),
@@ -68,14 +68,17 @@ def _matrix_table(table: pa.Table) -> pa.Table:
 
 @dg.asset(deps=["card_features"], group_name="training", kinds={"parquet"})
 def training_set(
-    context: dg.AssetExecutionContext, config: TrainingSetConfig, storage: StorageResource
+    context: dg.AssetExecutionContext,
+    config: TrainingSetConfig,
+    storage: StorageResource,
+    features: FeaturesResource,
 ) -> dg.MaterializeResult:
     """Model inputs split by time: older labelled days to train, the newest ones to validate."""
     root = storage.table("card_features")
     available = sorted(
         dt.date.fromisoformat(p.name.split("=", 1)[1]) for p in root.glob("day=*") if p.is_dir()
     )
-    usable = labelled_days(available)[config.warmup_days :]
+    usable = labelled_days(available, features.label_delay_us)[config.warmup_days :]
     if len(usable) <= config.validation_days:
         raise dg.Failure(
             description=f"{len(usable)} labelled days after warm-up; need more than "
@@ -84,19 +87,25 @@ def training_set(
     valid_days = usable[-config.validation_days :]
     train_days = usable[: -config.validation_days][-config.max_training_days :]
     paths = training_set_paths(storage)
+    tables = {
+        split: read_days(root, days).filter(pc.is_valid(pc.field("is_fraud")))
+        for split, days in (("train", train_days), ("valid", valid_days))
+    }
+    contract = learn_contract(tables["train"], features.label_delay_us, features.vocabulary_size)
     summary = {}
     for split, days in (("train", train_days), ("valid", valid_days)):
-        table = read_days(root, days).filter(pc.is_valid(pc.field("is_fraud")))
+        table = tables[split]
         fraud = int(pc.sum(table.column("is_fraud")).as_py() or 0)
         if fraud == 0:
             raise dg.Failure(description=f"the {split} days {days[0]}..{days[-1]} have no fraud")
-        write_file(_matrix_table(table), paths[split])
+        write_file(_matrix_table(table, contract), paths[split])
         summary[split] = {
             "rows": table.num_rows,
             "fraud": fraud,
             "first": days[0],
             "last": days[-1],
         }
+    paths["contract"].write_bytes(msgspec.json.encode(contract))
     context.log.info(f"training set: {summary}")
     return dg.MaterializeResult(
         metadata={
@@ -107,6 +116,8 @@ def training_set(
             "train_days": f"{train_days[0]} .. {train_days[-1]}",
             "valid_days": f"{valid_days[0]} .. {valid_days[-1]}",
             "newest_day": valid_days[-1].isoformat(),
+            "label_delay_days": features.label_delay_days,
+            "vocabulary_sizes": {k: len(v) for k, v in contract.vocabularies.items()},
         }
     )
 
@@ -121,7 +132,28 @@ class FraudModelConfig(dg.Config):
     subsample: float = DEFAULT_PARAMS.subsample
     colsample_bytree: float = DEFAULT_PARAMS.colsample_bytree
     reg_lambda: float = DEFAULT_PARAMS.reg_lambda
+    max_bin: int = DEFAULT_PARAMS.max_bin
+    scale_pos_weight: float = DEFAULT_PARAMS.scale_pos_weight
     seed: int = DEFAULT_PARAMS.seed
+    """Seeds LightGBM and the search: the same seed and trials give the same model."""
+    tuning_trials: int = 15
+    """Hyper-parameter search trials (0: train with the parameters above as they are)."""
+    tuning_timeout_seconds: float = 300.0
+    """The search starts no trial after this long."""
+    tuning_days: int = 2
+    """The newest training days, which score the search's trials (each trial fits on the
+    older ones, with early stopping on these)."""
+
+    def params(self) -> LightGBMParams:
+        fields = LightGBMParams.__dataclass_fields__
+        return LightGBMParams(**{k: v for k, v in self.model_dump().items() if k in fields})
+
+    def tuning(self) -> Tuning | None:
+        if self.tuning_trials <= 0:
+            return None
+        return Tuning(
+            trials=self.tuning_trials, timeout_seconds=self.tuning_timeout_seconds, seed=self.seed
+        )
 
 
 @dg.asset(deps=[training_set], group_name="training", kinds={"lightgbm", "mlflow"})
@@ -131,14 +163,29 @@ def fraud_model(
     storage: StorageResource,
     mlflow_tracking: MlflowResource,
 ) -> dg.MaterializeResult:
-    """LightGBM trained on the training days, tracked as an MLflow run."""
+    """LightGBM on the training days after a parameter search; an MLflow run (trials nested)."""
     data = load_training_set(storage)
-    params = LightGBMParams(**config.model_dump())
     client = mlflow_tracking.client()
     with mlflow.start_run(experiment_id=experiment_id(client, mlflow_tracking.experiment)) as run:
-        model = fit_lightgbm(data.train_x, data.train_y, params)
+
+        def log_trial(trial: Trial) -> None:
+            with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
+                mlflow.log_params({**trial.params, "trees": trial.trees})
+                mlflow.log_metric("tuning_average_precision", trial.average_precision)
+
+        try:
+            model, params, search = fit_tuned(
+                data.train_x, data.train_y, data.train_days, params=config.params(),
+                tuning=config.tuning(), tuning_days=config.tuning_days, on_trial=log_trial,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise dg.Failure(description=f"cannot tune: {exc}") from None
         metrics = evaluate(model.booster_.predict(data.valid_x), data.valid_y)
-        mlflow.log_params({**config.model_dump(), "train_rows": len(data.train_y)})
+        chosen = {k: getattr(params, k) for k in LightGBMParams.__dataclass_fields__}
+        mlflow.log_params({**chosen, "train_rows": len(data.train_y)})
+        if search is not None:
+            mlflow.log_metric("tuning_trials", len(search.trials))
+            mlflow.log_metric("tuning_best_average_precision", search.best_trial.average_precision)
         mlflow.log_metrics({f"native_{k}": v for k, v in metrics.items()})
         mlflow.set_tags({"fraudscale.newest_day": data.newest_day})
         folder = storage.table("models") / LIGHTGBM
@@ -153,6 +200,8 @@ def fraud_model(
             "pr_auc": metrics["pr_auc"],
             "roc_auc": metrics["roc_auc"],
             "recall_at_0.5pct_alerts": metrics["recall_at_alert_rate"],
+            "params": chosen,
+            "tuning_trials": len(search.trials) if search else 0,
         }
     )
 
@@ -182,6 +231,7 @@ def onnx_model(
         name="fraud-lightgbm",
         version=bundle_version(data, run_id),
         family="lightgbm",
+        contract=data.contract,
         importance=lightgbm_importance(booster),
     )
     path = save_candidate(storage, Candidate(LIGHTGBM, bundle, run_id))
@@ -229,10 +279,12 @@ def quantized_onnx_model(
     fp32_bundle, fp32_metrics = make_model_bundle(
         fp32, data.train_x, data.valid_x, data.valid_y,
         name="fraud-mlp-fp32", version=version + "-fp32", family="mlp-fp32",
+        contract=data.contract,
     )  # fmt: skip
     bundle, metrics = make_model_bundle(
         int8, data.train_x, data.valid_x, data.valid_y,
         name="fraud-mlp-int8", version=version, family="mlp-int8",
+        contract=data.contract,
     )  # fmt: skip
     save_candidate(storage, Candidate(CHALLENGER, bundle, run_id, reference=fp32_bundle))
     client = mlflow_tracking.client()
