@@ -16,35 +16,42 @@ from tests.conftest import with_unknown_labels
 pytestmark = pytest.mark.unit
 
 
-def test_rows_whose_label_is_unknown_are_kept_as_unlabelled(
-    tmp_path: Path, history: pa.Table
-) -> None:
-    day = dt.date(2026, 1, 6)
-    rows = with_unknown_labels(
-        history.filter(
-            pc.equal(pc.strftime(history.column("timestamp"), "%Y-%m-%d"), day.isoformat())
-        )
+DAY = dt.date(2026, 1, 6)
+
+
+def day_rows(history: pa.Table, day: dt.date = DAY) -> pa.Table:
+    return history.filter(
+        pc.equal(pc.strftime(history.column("timestamp"), "%Y-%m-%d"), day.isoformat())
     )
+
+
+def land(tmp_path: Path, rows: pa.Table, day: dt.date = DAY) -> StorageResource:
+    """`rows` landed as `day`'s file; the storage that ingests them."""
     folder = tmp_path / "landing" / f"day={day}"
     folder.mkdir(parents=True)
     pq.write_table(rows, folder / "x.parquet")
-    storage = StorageResource(
+    return StorageResource(
         landing_dir=str(tmp_path / "landing"), warehouse_dir=str(tmp_path / "wh")
     )
-    result = ingest_day(storage, day)
+
+
+def test_rows_whose_label_is_unknown_are_kept_as_unlabelled(
+    tmp_path: Path, history: pa.Table
+) -> None:
+    rows = with_unknown_labels(day_rows(history))
+    storage = land(tmp_path, rows)
+    result = ingest_day(storage, DAY)
     assert (result["rows"], result["quarantined_rows"]) == (rows.num_rows, 0)
     assert result["labelled_rows"] == rows.num_rows - rows.column("is_fraud").null_count
-    kept = read_days(storage.table("raw_transactions"), [day])
+    kept = read_days(storage.table("raw_transactions"), [DAY])
     assert kept.column("is_fraud").null_count == rows.column("is_fraud").null_count > 0
 
 
 def test_bad_rows_are_quarantined_with_reasons_and_counted(
     tmp_path: Path, history: pa.Table
 ) -> None:
-    day = dt.date(2026, 1, 6)
-    rows = history.filter(
-        pc.equal(pc.strftime(history.column("timestamp"), "%Y-%m-%d"), day.isoformat())
-    )
+    day = DAY
+    rows = day_rows(history)
     amounts = rows.column("amount").to_pylist()
     amounts[0] = -4.0
     stamps = rows.column("timestamp").to_pylist()
@@ -52,12 +59,7 @@ def test_bad_rows_are_quarantined_with_reasons_and_counted(
     landed = rows.set_column(4, "amount", pa.array(amounts)).set_column(
         8, "timestamp", pa.array(stamps, pa.timestamp("us", tz="UTC"))
     )
-    folder = tmp_path / "landing" / f"day={day}"
-    folder.mkdir(parents=True)
-    pq.write_table(landed, folder / "x.parquet")
-    storage = StorageResource(
-        landing_dir=str(tmp_path / "landing"), warehouse_dir=str(tmp_path / "wh")
-    )
+    storage = land(tmp_path, landed)
 
     result = ingest_day(storage, day)
 
