@@ -35,6 +35,7 @@ from rich.table import Table
 from bench import record_result
 from bench.batch import make_model
 from fraud_core.inference import Scorer
+from fraud_core.model_store import Served
 from fraud_core.model_store import ModelStore
 from fraud_core.state import CardState, MerchantState
 from fraud_data.landing import read_landing
@@ -122,7 +123,7 @@ async def plain_loop(
                 records = [Record.of(m) for m in messages]
                 batch = score_transactions(
                     records,
-                    scorer,
+                    Served(scorer),
                     lambda card: cards.setdefault(card, CardEntry(-1, CardState())),
                     lambda merchant: empty,
                 )

@@ -1,4 +1,5 @@
-"""`fraudscale-models`: list registered models, roll the champion back."""
+"""`fraudscale-models`: list registered models and roles, publish a candidate as challenger
+(shadow) or canary, start, end, promote or abort a canary, roll the champion back."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from rich.table import Table
 
 from fraud_assets.defs.resources import resources_for
 from fraud_assets.lib.registry import BUNDLE_VERSION_TAG, CHAMPION_ALIAS, roll_back
+from fraud_assets.lib.rollout import CANDIDATE_ROLES, Rollout
 from fraud_assets.settings import AssetSettings
+from fraud_core.bundle import read_bundle
+from fraud_core.rollout import CANARY, CHALLENGER
 
 console = Console()
 
@@ -35,7 +39,55 @@ def _list(_: argparse.Namespace) -> int:
             f"{pr_auc:.4f}" if pr_auc is not None else "",
         )
     console.print(table)
-    console.print(f"local store champion: {resources['storage'].model_store.champion_version()}")
+    plan = resources["storage"].model_store.plan()
+    console.print(
+        f"local store: champion {plan.champion}, canary {plan.canary or '-'}"
+        f"{f' at {plan.canary_share:.1%} of cards' if plan.canary else ''}, "
+        f"challenger {plan.challenger or '-'}"
+    )
+    return 0
+
+
+def rollout_from_env() -> Rollout:
+    resources = resources_for(AssetSettings.from_env())
+    tracking = resources["mlflow_tracking"]
+    return Rollout(
+        resources["storage"].model_store,
+        tracking.client(),
+        tracking.registered_model,
+        tracking.experiment,
+    )
+
+
+def _publish(args: argparse.Namespace) -> int:
+    version = rollout_from_env().publish(
+        read_bundle(args.bundle), args.role, share=args.share, reason=args.reason
+    )
+    console.print(f"{version} is now {args.role}")
+    return 0
+
+
+def _canary(args: argparse.Namespace) -> int:
+    rollout_from_env().start_canary(args.version, args.share, args.reason)
+    console.print(f"canary {args.version} answers {args.share:.1%} of cards")
+    return 0
+
+
+def _end(args: argparse.Namespace) -> int:
+    version = rollout_from_env().end(args.role, reason=args.reason)
+    console.print(f"{args.role} {version or '(none)'} ended")
+    return 0
+
+
+def _abort(args: argparse.Namespace) -> int:
+    version = rollout_from_env().abort(args.role, reason=args.reason)
+    console.print(f"{args.role} {version or '(none)'} aborted")
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    version = rollout_from_env().promote(args.role, reason=args.reason)
+    console.print(f"{version} promoted from {args.role} to champion")
     return 0
 
 
@@ -61,6 +113,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     rollback = commands.add_parser("rollback", help="make an earlier registry version champion")
     rollback.add_argument("version", help="MLflow registry version number")
     rollback.set_defaults(run=_rollback)
+    publish = commands.add_parser("publish", help="add a candidate bundle as challenger or canary")
+    publish.add_argument("bundle", help="a fraudscale bundle (.onnx)")
+    publish.add_argument("--role", choices=CANDIDATE_ROLES, default=CHALLENGER)
+    publish.add_argument("--share", type=float, default=0.0, help="canary's share of cards")
+    publish.set_defaults(run=_publish)
+    canary = commands.add_parser("canary", help="give a stored version a share of cards")
+    canary.add_argument("version", help="bundle version (in the model store)")
+    canary.add_argument("--share", type=float, required=True)
+    canary.set_defaults(run=_canary)
+    for name, run, help_text in (
+        ("end", _end, "end a role (the champion answers every card again)"),
+        ("abort", _abort, "abort a canary or challenger (recorded as an abort)"),
+        ("promote", _promote, "make the canary (or challenger) champion"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--role", choices=CANDIDATE_ROLES, default=CANARY)
+        command.set_defaults(run=run)
+    for command in commands.choices.values():
+        if command.prog.split()[-1] not in ("list", "rollback"):
+            command.add_argument("--reason", default="", help="recorded in MLflow")
     args = parser.parse_args(argv)
     return int(args.run(args))
 

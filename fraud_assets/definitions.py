@@ -13,6 +13,7 @@ from fraud_assets.defs.online import assets as online
 from fraud_assets.defs.partitions import daily_partitions
 from fraud_assets.defs.publishing import assets as publishing
 from fraud_assets.defs.resources import resources_for
+from fraud_assets.defs.rollout import assets as rollout
 from fraud_assets.defs.scoring import assets as scoring
 from fraud_assets.defs.training import assets as training
 from fraud_assets.defs.training import checks as training_checks
@@ -36,6 +37,7 @@ def asset_graph(
         *unpartitioned,
         *scoring.build(daily),
         *online.build(daily, delay),
+        *rollout.build(daily),
     ]
     return assets, list(dg.load_asset_checks_from_modules([training_checks]))
 
@@ -46,6 +48,7 @@ def build_definitions(settings: AssetSettings) -> dg.Definitions:
     return dg.Definitions.merge(
         dg.Definitions(assets=assets, asset_checks=checks, resources=resources_for(settings)),
         automation.defs,
+        dg.Definitions(jobs=rollout.jobs, sensors=rollout.sensors),
     )
 
 

@@ -71,6 +71,19 @@ class AssetSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Single-row scoring budget of the exported model (99th percentile, milliseconds)."""
     retrain_after_days: int = 7
     """The sensor retrains once this many new labelled days arrived."""
+    decision_log_bootstrap: str = ""
+    """Kafka bootstrap servers of the decision topic the REST service and the stream workers
+    write (read by `decision_log`); empty: only the batch path's decisions are judged."""
+    decision_log_topic: str = "fraudscale.decisions"
+    canary_alert_budget: float = 1.5
+    """A canary alerting on more than this many times the champion's alert rate fails the
+    verdict's check (and is aborted by the sensor when `rollout_auto_abort`)."""
+    canary_min_decisions: int = 200
+    """Decisions a canary needs on a day before its alert rate is judged."""
+    rollout_auto_abort: bool = True
+    """The rollout sensor aborts a canary over its alert-rate budget."""
+    rollout_auto_promote: bool = False
+    """The rollout sensor promotes a canary whose labelled verdict is better."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AssetSettings:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
 import numpy as np
 
 from fraud_core.features import DataContract, feature_matrix
 from fraud_core.inference import Scorer
+from fraud_core.rollout import CHAMPION, SHADOW, DecisionRecord, bucket, decision_records
 from fraud_core.schema import Transaction
 from fraud_core.state import (
     CardEvent,
@@ -18,6 +20,9 @@ from fraud_core.state import (
     merchant_features,
     stateful_columns,
 )
+
+if TYPE_CHECKING:
+    from fraud_core.model_store import Served
 
 
 class Score(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -33,6 +38,8 @@ class Score(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     model_name: str
     model_version: str
     reasons: tuple[str, ...]
+    role: str = CHAMPION
+    """Which model answered: "champion", or "canary" for a card in the canary's share."""
     cached: bool = False
     features_degraded: bool = False
     """True when card/merchant state could not be read and the contract's defaults stood in."""
@@ -52,11 +59,19 @@ def transaction_features(
     The stateful part is the fraud_core reference implementation, so REST computes what the
     stream and the batch path compute for the same history.
     """
-    stateful = [
+    return transaction_matrix(transactions, stateful_rows(transactions, cards, merchants), contract)
+
+
+def stateful_rows(
+    transactions: Sequence[Transaction],
+    cards: Sequence[CardState],
+    merchants: Sequence[MerchantState],
+) -> list[list[float]]:
+    """Each transaction's stateful feature values, from its card's and merchant's state."""
+    return [
         card_features(card, card_event(t)) + merchant_features(merchant, t.timestamp_us)
         for t, card, merchant in zip(transactions, cards, merchants, strict=True)
     ]
-    return transaction_matrix(transactions, stateful, contract)
 
 
 def card_event(transaction: Transaction) -> CardEvent:
@@ -90,6 +105,7 @@ def build_scores(
     *,
     reasons: int = 3,
     degraded: bool = False,
+    role: str = CHAMPION,
 ) -> list[Score]:
     """The answers for scored transactions: decision at the model's threshold, top reasons."""
     top = scorer.reasons(x, k=reasons)
@@ -104,7 +120,108 @@ def build_scores(
             model_name=meta.name,
             model_version=meta.version,
             reasons=tuple(r),
+            role=role,
             features_degraded=degraded,
         )
         for t, s, r in zip(transactions, scores, top, strict=True)
     ]
+
+
+def transaction_decisions(
+    path: str,
+    role: str,
+    scorer: Scorer,
+    transactions: Sequence[Transaction],
+    x: np.ndarray,
+    scores: np.ndarray,
+    decided_at_us: int | None = None,
+) -> list[DecisionRecord]:
+    """The decision-log records of `scorer`'s scores of `transactions` (inputs `x`)."""
+    meta = scorer.metadata
+    return decision_records(
+        path=path,
+        role=role,
+        model_name=meta.name,
+        model_version=meta.version,
+        threshold=meta.threshold,
+        transaction_ids=[t.transaction_id for t in transactions],
+        card_ids=[t.card_id for t in transactions],
+        event_times_us=[t.timestamp_us for t in transactions],
+        features=x,
+        scores=scores,
+        decided_at_us=decided_at_us,
+    )
+
+
+class RoleScores(NamedTuple):
+    """The transactions of a batch (`rows`, positions in it) that one model scored in one
+    role, with their model inputs and raw scores."""
+
+    role: str
+    scorer: Scorer
+    rows: list[int]
+    x: np.ndarray
+    scores: np.ndarray
+
+
+def score_by_role(
+    served: Served, transactions: Sequence[Transaction], stateful: Sequence[Sequence[float]]
+) -> list[RoleScores]:
+    """Score each transaction with the model of its card's role (champion or canary), one
+    onnxruntime call per role, each model's inputs encoded with its own vocabularies."""
+    if served.canary is None:
+        groups = {CHAMPION: (served.champion, list(range(len(transactions))))}
+    else:
+        groups = {}
+        for i, t in enumerate(transactions):
+            role, scorer = served.for_card(t.card_id)
+            groups.setdefault(role, (scorer, []))[1].append(i)
+    return [
+        _scored(role, scorer, rows, transactions, stateful)
+        for role, (scorer, rows) in groups.items()
+    ]
+
+
+def shadow_scores(
+    served: Served,
+    transactions: Sequence[Transaction],
+    stateful: Sequence[Sequence[float]],
+    sample: float = 1.0,
+) -> RoleScores | None:
+    """The challenger's scores of the transactions (of the share `sample` of them, by a hash
+    of the transaction id), from the same stateful features; None without a challenger."""
+    if served.shadow is None or sample <= 0.0:
+        return None
+    rows = (
+        list(range(len(transactions)))
+        if sample >= 1.0
+        else [i for i, t in enumerate(transactions) if bucket(t.transaction_id) < sample]
+    )
+    return _scored(SHADOW, served.shadow, rows, transactions, stateful) if rows else None
+
+
+def _scored(
+    role: str,
+    scorer: Scorer,
+    rows: list[int],
+    transactions: Sequence[Transaction],
+    stateful: Sequence[Sequence[float]],
+) -> RoleScores:
+    everything = len(rows) == len(transactions)
+    chosen = transactions if everything else [transactions[i] for i in rows]
+    values = stateful if everything else [stateful[i] for i in rows]
+    x = transaction_matrix(chosen, values, scorer.contract)
+    return RoleScores(role, scorer, rows, x, scorer.score(x))
+
+
+def role_decisions(
+    path: str,
+    part: RoleScores,
+    transactions: Sequence[Transaction],
+    decided_at_us: int | None = None,
+) -> list[DecisionRecord]:
+    """The decision-log records of one role's part of a batch."""
+    chosen = [transactions[i] for i in part.rows]
+    return transaction_decisions(
+        path, part.role, part.scorer, chosen, part.x, part.scores, decided_at_us
+    )

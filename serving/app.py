@@ -17,13 +17,14 @@ from litestar.openapi import OpenAPIConfig
 from opentelemetry.sdk.trace import TracerProvider
 
 from fraud_core.features import warm_up
-from fraud_core.model_store import ChampionSource, ModelHolder, ModelStore, RegistryChampion
+from fraud_core.model_store import ModelHolder, ModelStore, RegistryRollout, RolloutSource
 from serving.auth import Access, parse_api_keys
 from serving.batching import RowScorer
 from serving.cache import ScoreCache
 from serving.controllers.health import HealthController
 from serving.controllers.inference import InferenceController
 from serving.controllers.score import ScoreController
+from serving.decision_log import DecisionLog
 from serving.deps import Services, provide_services
 from serving.errors import ApiError, api_error_handler, http_error_handler, internal_error_handler
 from serving.metrics import ServingMetrics, metrics_endpoint, metrics_middleware
@@ -44,8 +45,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         store = ModelStore(Path(config.model_store_dir))
-        source: ChampionSource = (
-            RegistryChampion(config.mlflow_tracking_uri, config.mlflow_model_name, store)
+        source: RolloutSource = (
+            RegistryRollout(config.mlflow_tracking_uri, config.mlflow_model_name, store)
             if config.mlflow_tracking_uri
             else store
         )
@@ -72,6 +73,15 @@ def create_app(
             (config.max_batch_rows, config.max_batch_wait_us) if config.batching_enabled else None
         )
         on_batch = metrics.batch_size.observe
+        decisions = (
+            DecisionLog(
+                config.decision_log_bootstrap,
+                config.decision_log_topic,
+                capacity=config.decision_log_queue,
+            )
+            if config.decision_log_bootstrap
+            else None
+        )
         services = Services(
             settings=config,
             models=models,
@@ -87,6 +97,8 @@ def create_app(
                 reasons=config.reasons,
                 on_batch=on_batch,
                 batching=batching,
+                decision_log=decisions,
+                shadow_sample=config.shadow_sample,
             ),
             rows=RowScorer(on_batch, batching),
             access=Access(
@@ -96,9 +108,11 @@ def create_app(
                 config.rate_limit_burst,
             ),
         )
-        metrics.watch(cache, state)
+        metrics.watch(cache, state, services.scoring)
         app.state.services = services
 
+        if decisions is not None:
+            decisions.start()
         watcher = asyncio.create_task(models.watch(config.model_poll_seconds))
         # What start-up allocated lives for the process: keep it out of full collections,
         # which otherwise stall every in-flight request for tens of milliseconds.
@@ -111,6 +125,8 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await state.close()
+            if decisions is not None:
+                await decisions.close()
             if cache is not None:
                 await cache.drain()
             if redis is not None:

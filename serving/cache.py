@@ -1,7 +1,7 @@
 """Score cache: L1 in-process (TTL + LRU) and L2 Redis (TTL), keyed by request AND model.
 
-The key is a SHA-256 of the canonical request bytes, the model version and the feature
-version, so a new model never serves an old model's score and keys agree across processes
+The key is a SHA-256 of the canonical request bytes, the model version, its role and the
+feature version, so a new model never serves an old model's score and keys agree across processes
 (Python's hash() is salted per process). Values are MessagePack, never pickle. Requests
 carry their transaction_id, so hits are retries of the same transaction.
 """
@@ -21,11 +21,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from fraud_core.features import FEATURE_VERSION
+from fraud_core.rollout import CHAMPION
 from fraud_core.schema import Transaction
 from fraud_core.scoring import Score
 
 log = logging.getLogger(__name__)
-KEY_PREFIX = "fraudscale:score:v1:"
+KEY_PREFIX = "fraudscale:score:v2:"
 WRITE_DELAY = 0.01
 # SET with an expiry for many keys in one command: redis-py's cost is per command, so one
 # command for a batch's scores instead of one per score. ARGV: values..., ttl_ms.
@@ -40,9 +41,11 @@ _pack = msgspec.msgpack.Encoder()
 _unpack = msgspec.msgpack.Decoder(Score)
 
 
-def cache_key(transaction: Transaction, model_version: str) -> str:
+def cache_key(transaction: Transaction, model_version: str, role: str = CHAMPION) -> str:
+    """The key of a transaction's score by one model in one role: a role never reads another
+    role's score, even from the same model version."""
     digest = hashlib.sha256(_encoder.encode(transaction))
-    digest.update(f"|{model_version}|{FEATURE_VERSION}".encode())
+    digest.update(f"|{model_version}|{role}|{FEATURE_VERSION}".encode())
     return KEY_PREFIX + digest.hexdigest()
 
 

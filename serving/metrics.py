@@ -11,12 +11,13 @@ from litestar.datastructures import State
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
-from prometheus_client.metrics_core import CounterMetricFamily
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from fraud_core.model_store import ModelHolder
     from serving.cache import ScoreCache
+    from serving.services.scoring import ScoringPipeline
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
@@ -26,6 +27,7 @@ class ServingMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        self._scoring: ScoringPipeline | None = None
         self.requests = Counter(
             "fraudscale_requests", "Requests by route and status.", ["route", "status"],
             registry=self.registry,
@@ -39,7 +41,17 @@ class ServingMetrics:
             buckets=BATCH_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.model_info = Gauge(
-            "fraudscale_model_info", "The served model (value 1).", ["name", "version"],
+            "fraudscale_model_info", "The served models by role (value 1).",
+            ["name", "version", "role"], registry=self.registry,
+        )  # fmt: skip
+        self.canary_share = Gauge(
+            "fraudscale_canary_share", "Share of cards the canary answers (0: no canary).",
+            registry=self.registry,
+        )  # fmt: skip
+        self.decision_lag = Histogram(
+            "fraudscale_decision_log_delivery_lag_seconds",
+            "From a decision queued to Kafka acknowledging it (a sample of each send).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
             registry=self.registry,
         )  # fmt: skip
         self.load_failures = Gauge(
@@ -58,16 +70,28 @@ class ServingMetrics:
             )
         return children
 
-    def watch(self, cache: ScoreCache | None, online_state: object) -> None:
-        """Report the cache's and the online store's own counts at each scrape."""
+    def watch(
+        self, cache: ScoreCache | None, online_state: object, scoring: ScoringPipeline
+    ) -> None:
+        """Report the cache's, the online store's, the scoring's and the decision log's own
+        counts at each scrape."""
         self.registry.register(_CountsCollector(cache, online_state))
+        self.registry.register(_RolloutCollector(scoring))
+        self._scoring = scoring
 
     def export(self, models: ModelHolder) -> bytes:
         self.model_info.clear()
-        if models.current is not None:
-            meta = models.current.metadata
-            self.model_info.labels(meta.name, meta.version).set(1)
+        served = models.served
+        for role, scorer in served.roles.items() if served else ():
+            meta = scorer.metadata
+            self.model_info.labels(meta.name, meta.version, role).set(1)
+        self.canary_share.set(served.canary_share if served and served.canary else 0.0)
         self.load_failures.set(models.load_failures)
+        log = self._scoring.decision_log if self._scoring is not None else None
+        if log is not None:
+            lags, log.lags = log.lags, []
+            for lag in lags:
+                self.decision_lag.observe(lag)
         return generate_latest(self.registry)
 
 
@@ -89,6 +113,49 @@ class _CountsCollector(Collector):
             redis_errors.add_metric(["score_cache"], self.cache.bypasses)
         redis_errors.add_metric(["online_state"], getattr(self.online_state, "errors", 0))
         yield from (hits, misses, redis_errors)
+
+
+class _RolloutCollector(Collector):
+    def __init__(self, scoring: ScoringPipeline) -> None:
+        self.scoring = scoring
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        labels = ["model_version", "role"]
+        scores = CounterMetricFamily(
+            "fraudscale_scores", "Transactions scored (not from the cache), by model and role.",
+            labels=labels,
+        )  # fmt: skip
+        alerts = CounterMetricFamily(
+            "fraudscale_alerts", "Scores at or above the model's threshold, by model and role.",
+            labels=labels,
+        )  # fmt: skip
+        for (version, role), (n, alerted) in list(self.scoring.decided.items()):
+            scores.add_metric([version, role], n)
+            alerts.add_metric([version, role], alerted)
+        yield from (scores, alerts)
+        log = self.scoring.decision_log
+        if log is None:
+            return
+        depth = GaugeMetricFamily(
+            "fraudscale_decision_log_queue_depth", "Decisions waiting to be sent to Kafka."
+        )
+        depth.add_metric([], len(log.queue))
+        dropped = CounterMetricFamily(
+            "fraudscale_decision_log_dropped",
+            "Decisions not logged: queue_full (Kafka slow or gone) or delivery_failed.",
+            labels=["reason"],
+        )
+        for reason, count in log.dropped.items():
+            dropped.add_metric([reason], count)
+        delivered = CounterMetricFamily(
+            "fraudscale_decision_log_delivered", "Decisions Kafka acknowledged."
+        )
+        delivered.add_metric([], log.delivered)
+        connected = GaugeMetricFamily(
+            "fraudscale_decision_log_connected", "1 while the decision log's producer is up."
+        )
+        connected.add_metric([], float(log.connected))
+        yield from (depth, dropped, delivered, connected)
 
 
 def metrics_middleware(app: ASGIApp) -> ASGIApp:

@@ -45,6 +45,17 @@ class ServingSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_batch_rows: int = 64
     max_batch_wait_us: int = 500
     """Longest a request waits for company; the batcher flushes sooner once arrivals stop."""
+    decision_log_bootstrap: str = ""
+    """Kafka bootstrap servers the decision log is written to (every decision of every role,
+    topic `decision_log_topic`); empty: no decision log."""
+    decision_log_topic: str = "fraudscale.decisions"
+    """The stream workers write theirs to `<topic prefix>.decisions`: the same topic."""
+    decision_log_queue: int = 10_000
+    """Decisions waiting for Kafka at most; beyond it they are dropped and counted (a slow or
+    absent broker never blocks a response nor grows the process)."""
+    shadow_sample: float = 0.1
+    """Share of requests (by a hash of the transaction id) the challenger scores in shadow,
+    after the response (with a challenger published and the decision log on)."""
     api_keys: str = ""
     """`key:score+infer,key2:score`; empty leaves the service open (local use)."""
     api_key_header: str = "X-API-Key"

@@ -26,9 +26,9 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from fraud_core.inference import Scorer
-from fraud_core.model_store import ModelHolder
+from fraud_core.model_store import ModelHolder, Served
 from fraud_core.online_store import queue_states
+from fraud_core.rollout import SHADOW, encode_decision
 from fraud_core.state import CardState, MerchantState
 from streaming import metrics
 from streaming.checkpoint import Checkpoint
@@ -108,6 +108,7 @@ class StreamWork:
         self._scores = topics.scores.get_topic_name()
         self._alerts = topics.alerts.get_topic_name()
         self._dead_letters = topics.dead_letters.get_topic_name()
+        self._decisions = topics.decisions.get_topic_name()
 
     def register(self) -> None:
         app = self.app
@@ -138,16 +139,17 @@ class StreamWork:
 
         async for messages in self.app.batches.batches(self.settings.batch_max):
             records = [Record.of(m) for m in messages]
-            scorer = await self._published_model()
+            served = await self._published_models()
             batch = await self.checkpoint.run(
                 functools.partial(
                     score_transactions,
                     records,
-                    scorer,
+                    served,
                     self._card_entry,
                     self._merchant_state,
                     committed=committed,
                     reasons=self.settings.reasons,
+                    decisions=self.settings.decision_log,
                 ),
                 self._transaction_outputs,
                 functools.partial(self.app.batches.ack, messages),
@@ -157,6 +159,7 @@ class StreamWork:
             for message in messages:
                 metrics.lag_seconds.observe(max(0.0, now - message.timestamp))
             metrics.transactions.inc(len(batch.scores))
+            self._count_roles(batch)
             metrics.batch_size.observe(len(batch.scores))
             if batch.redelivered:
                 metrics.redelivered.labels("first").inc(batch.redelivered - batch.unremembered)
@@ -209,6 +212,8 @@ class StreamWork:
                 alert = Alert(transaction=transaction, score=score)
                 outbox.add(self._alerts, key, _json.encode(alert))
                 metrics.alerts.inc()
+        for record in batch.decisions:
+            outbox.add(self._decisions, record.transaction_id.encode(), encode_decision(record))
         for card_id, (partition, entry) in batch.cards.items():
             write_entry(outbox, self.tables.card_to_state, partition, card_id, encode_entry(entry))
         return outbox
@@ -222,19 +227,31 @@ class StreamWork:
             kind = "malformed" if letter.error.malformed else "invalid"
             metrics.dead_letters.labels(r.topic, kind).inc()
 
-    async def _published_model(self) -> Scorer:
-        """The current champion; input waits (unacknowledged) until a valid one is
+    async def _published_models(self) -> Served:
+        """The served models; input waits (unacknowledged) until a valid champion is
         published."""
-        scorer = self.models.current
-        while scorer is None:
+        served = self.models.served
+        while served is None:
             metrics.waiting_for_model.set(1)
             log.warning("no valid model in %s yet; holding input back",
                         self.settings.model_store_dir)  # fmt: skip
             await asyncio.sleep(1.0)
             await self._refresh_model()
-            scorer = self.models.current
+            served = self.models.served
         metrics.waiting_for_model.set(0)
-        return scorer
+        return served
+
+    def _count_roles(self, batch: ScoredBatch) -> None:
+        counts: dict[tuple[str, str, str], int] = {}
+        for score in batch.scores:
+            key = (score.model_version, score.role, score.decision)
+            counts[key] = counts.get(key, 0) + 1
+        for record in batch.decisions:
+            if record.role == SHADOW:
+                key = (record.model_version, SHADOW, record.decision)
+                counts[key] = counts.get(key, 0) + 1
+        for (version, role, decision), n in counts.items():
+            metrics.decisions.labels(version, role, decision).inc(n)
 
     async def _refresh_model(self) -> None:
         failures = self.models.load_failures
@@ -244,9 +261,14 @@ class StreamWork:
             metrics.model_load_failures.inc(self.models.load_failures - failures)
 
     def _record_model(self) -> None:
-        if self.models.current is not None:
-            meta = self.models.current.metadata
+        served = self.models.served
+        if served is not None:
+            meta = served.champion.metadata
             metrics.model.info({"name": meta.name, "version": meta.version})
+            metrics.served.clear()
+            for role, scorer in served.roles.items():
+                metrics.served.labels(scorer.metadata.name, scorer.version, role).set(1)
+            metrics.canary_share.set(served.canary_share if served.canary else 0.0)
 
     def _metrics_page(self) -> type[View]:
         work = self

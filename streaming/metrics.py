@@ -68,3 +68,21 @@ applied_until = Gauge(
     ["source", "partition"],
     registry=registry,
 )
+decisions = Counter(
+    "fraudscale_stream_decisions",
+    "Decisions by model version, role (champion, canary, shadow) and decision (alert, allow); "
+    "shadow decisions reach the decision log only.",
+    ["model_version", "role", "decision"],
+    registry=registry,
+)
+served = Gauge(
+    "fraudscale_stream_model_served",
+    "The models scoring the stream, by role (value 1).",
+    ["name", "version", "role"],
+    registry=registry,
+)
+canary_share = Gauge(
+    "fraudscale_stream_canary_share",
+    "Share of cards the canary answers (0: no canary).",
+    registry=registry,
+)

@@ -31,9 +31,17 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from fraud_core.inference import Scorer
+from fraud_core.model_store import Served
+from fraud_core.rollout import DecisionRecord, now_us
 from fraud_core.schema import LabelEvent, SchemaError, Transaction, decode_json
-from fraud_core.scoring import Score, build_scores, card_event, transaction_matrix
+from fraud_core.scoring import (
+    Score,
+    build_scores,
+    card_event,
+    role_decisions,
+    score_by_role,
+    shadow_scores,
+)
 from fraud_core.state import (
     CardState,
     MerchantState,
@@ -166,6 +174,8 @@ class ScoredBatch:
     committed, so only a reset of the group's offsets replays them): scored from the state."""
     newest: dict[int, int] = field(default_factory=dict)
     """Per input partition, the newest event time (us) this batch applied to card state."""
+    decisions: list[DecisionRecord] = field(default_factory=list)
+    """The decision log's records: every role's, the challenger's shadow scores included."""
 
 
 def _no_commit_known(partition: int) -> int:
@@ -174,17 +184,21 @@ def _no_commit_known(partition: int) -> int:
 
 def score_transactions(
     records: Sequence[Record],
-    scorer: Scorer,
+    served: Served,
     card_entry: Callable[[str], CardEntry],
     merchant_state: Callable[[str], MerchantState],
     *,
     committed: Callable[[int], int] = _no_commit_known,
     reasons: int = 3,
+    decisions: bool = False,
 ) -> ScoredBatch:
     """Scores for a batch of transaction records, in order, and the card entries it changed.
 
-    `committed(partition)` is the input partition's committed offset (the next one a
-    restarted worker reads): features remembered for lower offsets are dropped.
+    Each card is answered by its role's model (champion, or canary for the canary's share of
+    cards); with `decisions`, the batch's decision-log records come back too, the
+    challenger's shadow scores of every transaction among them. `committed(partition)` is the
+    input partition's committed offset (the next one a restarted worker reads): features
+    remembered for lower offsets are dropped.
     """
     valid, dead = _decode(records, Transaction, "card_id")
     touched: dict[str, tuple[int, CardEntry]] = {}
@@ -221,9 +235,25 @@ def score_transactions(
     transactions = [t for _, t in valid]
     if not transactions:
         return ScoredBatch([], [], dead)
-    x = transaction_matrix(transactions, stateful, scorer.contract)
-    scores = build_scores(scorer, transactions, x, scorer.score(x), reasons=reasons)
-    return ScoredBatch(scores, transactions, dead, touched, redelivered, unremembered, newest)
+    decided_at = now_us()
+    parts = score_by_role(served, transactions, stateful)
+    scores: list[Score | None] = [None] * len(transactions)
+    for part in parts:
+        chosen = [transactions[i] for i in part.rows]
+        built = build_scores(
+            part.scorer, chosen, part.x, part.scores, reasons=reasons, role=part.role
+        )
+        for i, score in zip(part.rows, built, strict=True):
+            scores[i] = score
+    logged = []
+    if decisions:
+        shadow = shadow_scores(served, transactions, stateful)
+        for part in [*parts, shadow] if shadow else parts:
+            logged += role_decisions("stream", part, transactions, decided_at)
+    return ScoredBatch(
+        [s for s in scores if s is not None],
+        transactions, dead, touched, redelivered, unremembered, newest, logged,
+    )  # fmt: skip
 
 
 @dataclass

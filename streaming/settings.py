@@ -23,7 +23,8 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     app_id: str = "fraudscale-stream"
     """Consumer group and prefix of the table changelog topics; workers sharing it split work."""
     topic_prefix: str = "fraudscale"
-    """Topics are <prefix>.transactions, .labels, .scores, .alerts and .dead-letters."""
+    """Topics are <prefix>.transactions, .labels, .scores, .alerts, .dead-letters and
+    .decisions."""
     partitions: int = 4
     """Partitions of the topics the app creates; the most workers that can share the load."""
     replication_factor: int = 1
@@ -41,6 +42,9 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Longest a batch of labels waits to fill (transactions are taken as they are fetched)."""
     reasons: int = 3
     """How many top reasons each score carries."""
+    decision_log: bool = True
+    """Write every decision (every role's, the challenger's shadow scores included) to
+    <prefix>.decisions, keyed by transaction id, with the batch's other outputs."""
     data_dir: str = ".faust"
     """This worker's own local folder (Faust's table stores and offsets). Workers on one
     machine need one each; a restarted worker (a pod with its volume) finds its folder again

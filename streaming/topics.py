@@ -25,9 +25,13 @@ class Topics:
     """Records that failed to decode or validate: the original key and bytes, with headers
     error.field, error.reason, error.kind, source.topic, source.partition, source.offset."""
 
+    decisions: TopicT
+    """The decision log (fraud_core.rollout.DecisionRecord as JSON), keyed by transaction_id:
+    every model's decision in every role, shared with the REST service."""
+
     @property
     def outputs(self) -> tuple[TopicT, ...]:
-        return (self.scores, self.alerts, self.dead_letters)
+        return (self.scores, self.alerts, self.dead_letters, self.decisions)
 
 
 def declare_topics(app: AppT, settings: StreamSettings) -> Topics:
@@ -40,5 +44,5 @@ def declare_topics(app: AppT, settings: StreamSettings) -> Topics:
         "internal": True,  # created with the app's partition count when missing
         "partitions": settings.partitions,
     }
-    names = ("transactions", "labels", "scores", "alerts", "dead-letters")
+    names = ("transactions", "labels", "scores", "alerts", "dead-letters", "decisions")
     return Topics(*(app.topic(settings.topic(name), **raw) for name in names))

@@ -101,6 +101,19 @@ class PolicyResource(dg.ConfigurableResource):
     """The sensor retrains once this many new labelled days arrived."""
 
 
+class RolloutResource(dg.ConfigurableResource):
+    """Where the online decision log is read from, and how the verdict judges a canary."""
+
+    decision_log_bootstrap: str = ""
+    """Kafka bootstrap servers of the decision topic; empty: no online decisions to read."""
+    decision_log_topic: str = "fraudscale.decisions"
+    canary_alert_budget: float = 1.5
+    """Most a canary's alert rate may be, as a multiple of the champion's."""
+    canary_min_decisions: int = 200
+    auto_abort: bool = True
+    auto_promote: bool = False
+
+
 class SparkResource(LazyPySparkResource):
     """dagster-pyspark's lazy session, with its driver on the configured JDK (and on loopback
     for a local master)."""
@@ -145,5 +158,13 @@ def resources_for(settings: AssetSettings) -> dict[str, Any]:
             champion_tolerance=settings.champion_tolerance,
             latency_p99_ms=settings.latency_p99_ms,
             retrain_after_days=settings.retrain_after_days,
+        ),
+        "rollout": RolloutResource(
+            decision_log_bootstrap=settings.decision_log_bootstrap,
+            decision_log_topic=settings.decision_log_topic,
+            canary_alert_budget=settings.canary_alert_budget,
+            canary_min_decisions=settings.canary_min_decisions,
+            auto_abort=settings.rollout_auto_abort,
+            auto_promote=settings.rollout_auto_promote,
         ),
     }

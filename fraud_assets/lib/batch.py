@@ -87,7 +87,7 @@ def featurize_days(
     frame = features.withColumn("day", F.date_format("timestamp", "yyyy-MM-dd"))
     # Each window task writes its own file per day: gathering a day into one task first made
     # one core write the whole day while the other idled (~7 s of 60 at 1.2M rows a day).
-    written = _write_by(frame, out, ["day"], cluster=False)
+    written = write_by(frame, out, ["day"], cluster=False)
     return written, {"history_days_read": len(history.folders_read)}
 
 
@@ -106,7 +106,7 @@ def score_days(
     # Every row goes through Python, so fusing the few JVM operators around the UDF into
     # generated code gains nothing, and each new driver JVM would compile that code afresh.
     with session_settings(session, {"spark.sql.codegen.wholeStage": "false"}):
-        return _write_by(frame, out, ["day", "hour"], cluster=True)
+        return write_by(frame, out, ["day", "hour"], cluster=True)
 
 
 @contextmanager
@@ -125,7 +125,7 @@ def session_settings(session: SparkSession, settings: dict[str, str]) -> Iterato
                 session.conf.set(key, previous)
 
 
-def _write_by(frame: DataFrame, out: Path, columns: list[str], *, cluster: bool) -> list[dt.date]:
+def write_by(frame: DataFrame, out: Path, columns: list[str], *, cluster: bool) -> list[dt.date]:
     """Write `frame` partitioned by `columns` into staging, then swap each day into place.
 
     `cluster` gathers each partition value into one task first, so it gets one file (24 per

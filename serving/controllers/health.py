@@ -18,8 +18,15 @@ class Readiness(msgspec.Struct, frozen=True, omit_defaults=True):
     ready: bool
     model: str = ""
     """The served model, `name:version`."""
+    canary: str = ""
+    """The canary, `name:version@share`, when one answers a share of cards."""
+    challenger: str = ""
+    """The challenger scoring in shadow, `name:version`, when one is published."""
     last_refused_model: str = ""
     """Why the newest published model was refused, when it was."""
+    decision_log: str = ""
+    """"connected", or why decisions are being dropped (the service serves on without
+    Kafka); empty when the decision log is off."""
 
 
 class HealthController(Controller):
@@ -39,9 +46,20 @@ class HealthController(Controller):
     async def ready(self, services: NamedDependency[Services]) -> Response[Readiness]:
         """Ready only while a valid model is loaded (503 otherwise)."""
         models = services.models
+        served = models.served
+        log = services.scoring.decision_log
         body = Readiness(
             ready=models.ready,
-            model=models.current.bundle.label if models.current is not None else "",
+            model=served.champion.bundle.label if served else "",
+            canary=f"{served.canary.bundle.label}@{served.canary_share:g}"
+            if served and served.canary
+            else "",
+            challenger=served.shadow.bundle.label if served and served.shadow else "",
             last_refused_model=models.last_error,
+            decision_log=""
+            if log is None
+            else "connected"
+            if log.connected
+            else f"unavailable, decisions dropped: {log.last_error or 'connecting'}",
         )
         return Response(body, status_code=200 if models.ready else 503)

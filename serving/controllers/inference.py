@@ -19,7 +19,7 @@ from serving.deps import Services, services_of
 from serving.errors import ApiError, decode_body
 from serving.lane import fast_lane, header, require_media_type
 from serving.openapi import error_responses, with_body
-from serving.services.scoring import served_model
+from serving.services.scoring import served_models
 
 InputName = Literal["features"]
 INPUT_NAME: str = get_args(InputName)[0]
@@ -49,7 +49,7 @@ class InferRequest(msgspec.Struct, frozen=True):
 
 
 def _model(services: Services, name: str) -> Scorer:
-    scorer = served_model(services.models)
+    scorer = served_models(services.models).champion
     if name != scorer.metadata.name:
         raise ApiError(
             404,

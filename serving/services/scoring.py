@@ -11,41 +11,61 @@ of the request that opened it.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import msgspec
+import numpy as np
 from opentelemetry.trace import Tracer
 
-from fraud_core.inference import Scorer
-from fraud_core.model_store import ModelHolder
+from fraud_core.model_store import ModelHolder, Served
+from fraud_core.rollout import now_us
 from fraud_core.schema import Transaction
-from fraud_core.scoring import Score, build_scores, transaction_features
+from fraud_core.scoring import (
+    RoleScores,
+    Score,
+    build_scores,
+    role_decisions,
+    score_by_role,
+    shadow_scores,
+    stateful_rows,
+)
 from serving.batching import MicroBatcher, micro_batcher
 from serving.cache import ScoreCache, cache_key
+from serving.decision_log import DecisionLog
 from serving.errors import ApiError
 from serving.services.state import OnlineState
 
 
-def served_model(models: ModelHolder) -> Scorer:
-    scorer = models.current
-    if scorer is None:
+def served_models(models: ModelHolder) -> Served:
+    served = models.served
+    if served is None:
         raise ApiError(503, "model_not_ready", "no valid model is published yet")
-    return scorer
+    return served
+
+
+def role_keys(transactions: Sequence[Transaction], served: Served) -> list[str]:
+    """Cache keys of transactions for the model and role that answer each one's card."""
+    keys = []
+    for t in transactions:
+        role, scorer = served.for_card(t.card_id)
+        keys.append(cache_key(t, scorer.version, role))
+    return keys
 
 
 class _Request(NamedTuple):
     transactions: list[Transaction]
-    version: str
-    """The model version `keys` were made for ("" when there is no cache)."""
+    served: Served | None
+    """The models `keys` were made for (None when there is no cache)."""
     keys: list[str]
 
-    def keys_for(self, version: str) -> list[str]:
-        """Cache keys for `version`: the request's own unless the model changed meanwhile."""
-        if version == self.version:
+    def keys_for(self, served: Served) -> list[str]:
+        """Cache keys for `served`: the request's own unless the models changed meanwhile."""
+        if served is self.served:
             return self.keys
-        return [cache_key(t, version) for t in self.transactions]
+        return role_keys(self.transactions, served)
 
 
 class ScoringPipeline:
@@ -59,10 +79,15 @@ class ScoringPipeline:
         reasons: int,
         on_batch: Callable[[int], None],
         batching: tuple[int, int] | None = (64, 500),
+        decision_log: DecisionLog | None = None,
+        shadow_sample: float = 0.0,
     ) -> None:
         """`batching`: (most rows, longest wait in microseconds), or None for no batching."""
         self.models, self.online_state, self.cache = models, online_state, cache
         self.tracer, self.reasons, self.on_batch = tracer, reasons, on_batch
+        self.decision_log, self.shadow_sample = decision_log, shadow_sample
+        self.decided: dict[tuple[str, str], list[int]] = {}
+        """(model version, role) -> [scores, alerts] computed (not served from the cache)."""
         self.batcher: MicroBatcher[_Request, list[Score]] = micro_batcher(
             self._process, batching, size=lambda request: len(request.transactions)
         )
@@ -70,11 +95,11 @@ class ScoringPipeline:
     async def score(self, transactions: list[Transaction]) -> list[Score]:
         """One score per transaction, in order, each with this request's server time."""
         started = time.perf_counter_ns()
-        request = _Request(transactions, "", [])
+        request = _Request(transactions, None, [])
         scores = None
         if self.cache is not None:
-            version = served_model(self.models).version
-            request = _Request(transactions, version, [cache_key(t, version) for t in transactions])
+            served = served_models(self.models)
+            request = _Request(transactions, served, role_keys(transactions, served))
             scores = self.cache.get_local(request.keys)
         if scores is None:
             scores = await self.batcher.submit(request)
@@ -82,12 +107,10 @@ class ScoringPipeline:
         return [msgspec.structs.replace(s, server_time_us=elapsed) for s in scores]
 
     async def _process(self, requests: list[_Request]) -> list[list[Score]]:
-        scorer = served_model(self.models)  # once: the whole batch uses this version
+        served = served_models(self.models)  # once: the whole batch uses these models
         transactions = [t for request in requests for t in request.transactions]
         cache = self.cache
-        keys = (
-            [k for request in requests for k in request.keys_for(scorer.version)] if cache else []
-        )
+        keys = [k for request in requests for k in request.keys_for(served)] if cache else []
         with self.tracer.start_as_current_span("cache_lookup"):
             found: list[Score | None] = (
                 await cache.get_many(keys) if cache else [None] * len(transactions)
@@ -100,19 +123,24 @@ class ScoringPipeline:
                     [t.card_id for t in misses], [t.merchant_id for t in misses]
                 )
             with self.tracer.start_as_current_span("features"):
-                x = transaction_features(misses, states.cards, states.merchants, scorer.contract)
-            with self.tracer.start_as_current_span("inference") as span:
-                span.set_attribute("model.version", scorer.version)
-                span.set_attribute("rows", len(x))
-                self.on_batch(len(x))
-                raw = scorer.score(x)
-            scores = build_scores(
-                scorer, misses, x, raw, reasons=self.reasons, degraded=states.degraded
-            )
-            for i, score in zip(todo, scores, strict=True):
-                found[i] = score
+                stateful = stateful_rows(misses, states.cards, states.merchants)
+            decided_at = now_us()
+            parts = self._score_parts(served, misses, stateful)
+            for part in parts:
+                scores = build_scores(
+                    part.scorer, [misses[i] for i in part.rows], part.x, part.scores,
+                    reasons=self.reasons, degraded=states.degraded, role=part.role,
+                )  # fmt: skip
+                for i, score in zip(part.rows, scores, strict=True):
+                    found[todo[i]] = score
             if cache and not states.degraded:  # a score without the card's state is not kept
-                cache.put_many([keys[i] for i in todo], scores)
+                cache.put_many([keys[i] for i in todo], [found[i] for i in todo])  # type: ignore[misc]
+            if self.decision_log is not None:
+                # After the responses are written: call_later(0) runs behind the wake-ups of
+                # the requests this batch answers, in the loop's next turn.
+                asyncio.get_running_loop().call_later(
+                    0, self._log_decisions, served, misses, stateful, parts, decided_at
+                )
         answers = [f for f in found if f is not None]
         out, start = [], 0
         for request in requests:
@@ -120,3 +148,33 @@ class ScoringPipeline:
             out.append(answers[start : start + n])
             start += n
         return out
+
+    def _score_parts(
+        self, served: Served, misses: list[Transaction], stateful: list[list[float]]
+    ) -> list[RoleScores]:
+        with self.tracer.start_as_current_span("inference") as span:
+            self.on_batch(len(misses))
+            parts = score_by_role(served, misses, stateful)
+            span.set_attribute("model.version", served.champion.version)
+            span.set_attribute("rows", len(misses))
+        for part in parts:
+            counts = self.decided.setdefault((part.scorer.version, part.role), [0, 0])
+            counts[0] += len(part.scores)
+            counts[1] += int(np.count_nonzero(part.scores >= np.float32(part.scorer.threshold)))
+        return parts
+
+    def _log_decisions(
+        self,
+        served: Served,
+        misses: list[Transaction],
+        stateful: list[list[float]],
+        parts: list[RoleScores],
+        decided_at: int,
+    ) -> None:
+        """Queue the batch's decisions, and the challenger's shadow scores of a sample."""
+        assert self.decision_log is not None
+        shadow = shadow_scores(served, misses, stateful, self.shadow_sample)
+        records = []
+        for part in [*parts, shadow] if shadow else parts:
+            records += role_decisions("rest", part, misses, decided_at)
+        self.decision_log.offer(records)

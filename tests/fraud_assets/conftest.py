@@ -15,6 +15,7 @@ from fraud_assets.defs.resources import (
     MlflowResource,
     OnlineStoreResource,
     PolicyResource,
+    RolloutResource,
     SparkResource,
     StorageResource,
 )
@@ -49,7 +50,7 @@ def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.DagsterIns
 
 def make_resources(
     root: Path, landing: Path, spark: SparkResource, models: Path | None = None,
-    redis_url: str = "",
+    redis_url: str = "", decision_log_bootstrap: str = "",
 ) -> dict[str, Any]:  # fmt: skip
     return {
         "storage": StorageResource(
@@ -62,6 +63,9 @@ def make_resources(
         "online_store": OnlineStoreResource(redis_url=redis_url),
         "features": FeaturesResource(),
         "policy": PolicyResource(),
+        "rollout": RolloutResource(
+            decision_log_bootstrap=decision_log_bootstrap, canary_min_decisions=50
+        ),
     }
 
 

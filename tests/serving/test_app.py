@@ -267,7 +267,7 @@ def test_metrics_count_requests_by_route_and_show_the_model(store, client_for, t
     text = client.get("/metrics").text
     assert 'fraudscale_requests_total{route="score",status="200"} 3.0' in text
     assert 'fraudscale_requests_total{route="score",status="400"} 1.0' in text
-    assert 'fraudscale_model_info{name="fraud-lightgbm",version="v7"} 1.0' in text
+    assert 'fraudscale_model_info{name="fraud-lightgbm",role="champion",version="v7"} 1.0' in text
     assert "fraudscale_inference_batch_size_count 3.0" in text
     assert 'fraudscale_request_seconds_count{route="score"} 4.0' in text
     client.post("/v1/score", content=msgspec.json.encode({**TXN, "transaction_id": "m0"}))

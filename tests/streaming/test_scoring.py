@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 import pytest
 
 from fraud_core.inference import Scorer
+from fraud_core.model_store import Served
 from fraud_core.schema import timestamps_us
 from fraud_core.state import CardState, MerchantState, end_states, replay
 from fraud_devtools.stream_workers import label_records, transaction_records
@@ -40,11 +41,11 @@ def test_a_redelivered_batch_scores_the_same_and_changes_no_state(
     def entry(card: str) -> CardEntry:
         return copy.deepcopy(cards.get(card, CardEntry(-1, CardState())))
 
-    first = score_transactions(records, scorer, entry, lambda m: MerchantState())
+    first = score_transactions(records, Served(scorer), entry, lambda m: MerchantState())
     cards.update({c: e for c, (_, e) in first.cards.items()})
     before = {c: encode_entry(e) for c, e in cards.items()}
     # After a crash, Kafka redelivers the tail from the last committed offset.
-    again = score_transactions(records[250:], scorer, entry, lambda m: MerchantState())
+    again = score_transactions(records[250:], Served(scorer), entry, lambda m: MerchantState())
     assert [s.score for s in again.scores] == [s.score for s in first.scores[250:]]
     assert {c: encode_entry(e) for c, (_, e) in again.cards.items()} == {
         c: before[c] for c in again.cards
@@ -75,7 +76,7 @@ def test_a_transaction_redelivered_after_later_ones_were_applied_gets_its_first_
 
     def run(batch: list[Record], committed: int = 0) -> list[float]:
         done = score_transactions(
-            batch, scorer, entry, lambda m: MerchantState(), committed=lambda p: committed
+            batch, Served(scorer), entry, lambda m: MerchantState(), committed=lambda p: committed
         )
         entries.update({c: e for c, (_, e) in done.cards.items()})
         return [s.score for s in done.scores]
@@ -123,7 +124,7 @@ def test_undecodable_invalid_and_misrouted_records_become_dead_letters(
         [(b"c", b"{"), (b"c", b'{"card_id": "c"}'), (b"other-card", good[1]), good]
     )
     batch = score_transactions(
-        records, Scorer(trained.bundle), lambda c: CardEntry(-1, CardState()),
+        records, Served(Scorer(trained.bundle)), lambda c: CardEntry(-1, CardState()),
         lambda m: MerchantState(),
     )  # fmt: skip
     assert len(batch.scores) == 1

@@ -1,0 +1,145 @@
+"""Roles in a rollout and the decision log: which model answers which card, and the record
+every decision on every path leaves.
+
+Roles. The `champion` answers by default. An optional `canary` answers a share of cards,
+chosen by a hash of the card id, so one card always sees one model (sticky) and every path
+(REST, stream) picks the same one. An optional challenger scores in the `shadow` role: its
+scores go to the decision log only, never to a response, a cache, an alert or any state.
+
+The decision log. One `DecisionRecord` per transaction, model and role, whatever the path.
+Its id is a digest of (transaction id, model version, role), so a retry, a redelivery or a
+second path deciding the same transaction with the same model writes the same id, and a
+reader deduplicates by it. The feature vector is the float32 model input as served: the
+skew check and the verdict read it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+
+import msgspec
+import numpy as np
+
+from fraud_core.features import FEATURE_VERSION
+
+CHAMPION = "champion"
+CANARY = "canary"
+SHADOW = "shadow"
+CHALLENGER = "challenger"
+"""The plan's slot (store pointer, registry alias) whose model scores in the shadow role."""
+ROLES = (CHAMPION, CANARY, SHADOW)
+PATHS = ("rest", "stream", "batch")
+_BUCKETS = float(1 << 64)
+
+
+class RolloutPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """What each role serves: bundle versions by role (None: the role is empty)."""
+
+    champion: str | None = None
+    canary: str | None = None
+    canary_share: float = 0.0
+    """Share of cards in [0, 1] the canary answers (by the card id's `bucket`)."""
+    challenger: str | None = None
+    """Scored in the shadow role."""
+
+    @property
+    def versions(self) -> set[str]:
+        return {v for v in (self.champion, self.canary, self.challenger) if v}
+
+
+def bucket(key: str) -> float:
+    """A key's place in [0, 1), the same in every process and path (not Python's salted
+    hash): the first 8 bytes of its BLAKE2b digest."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / _BUCKETS
+
+
+def in_canary(card_id: str, share: float) -> bool:
+    """Whether the canary answers this card at a traffic share of `share`."""
+    return share > 0.0 and bucket(card_id) < share
+
+
+def decision_id(transaction_id: str, model_version: str, role: str) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{transaction_id}\x1f{model_version}\x1f{role}".encode())
+    return digest.hexdigest()
+
+
+class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One decision of one model in one role on one path (the `<prefix>.decisions` topic's
+    value, keyed by transaction id; a row of the batch path's `decisions` table)."""
+
+    decision_id: str
+    transaction_id: str
+    card_id: str
+    path: str
+    role: str
+    model_name: str
+    model_version: str
+    feature_version: str
+    features: list[float]
+    """The float32 model input as served, in FEATURE_NAMES order."""
+    score: float
+    threshold: float
+    decision: str
+    event_time_us: int
+    decision_time_us: int
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def decision_records(
+    *,
+    path: str,
+    role: str,
+    model_name: str,
+    model_version: str,
+    threshold: float,
+    transaction_ids: Sequence[str],
+    card_ids: Sequence[str],
+    event_times_us: Sequence[int],
+    features: np.ndarray,
+    scores: np.ndarray,
+    decided_at_us: int | None = None,
+) -> list[DecisionRecord]:
+    """The records of one model's scores for a batch of transactions."""
+    decided = now_us() if decided_at_us is None else decided_at_us
+    cut = np.float32(threshold)
+    vectors = np.asarray(features, dtype=np.float32).tolist()
+    return [
+        DecisionRecord(
+            decision_id=decision_id(tid, model_version, role),
+            transaction_id=tid,
+            card_id=card,
+            path=path,
+            role=role,
+            model_name=model_name,
+            model_version=model_version,
+            feature_version=FEATURE_VERSION,
+            features=vector,
+            score=float(score),
+            threshold=threshold,
+            decision="alert" if score >= cut else "allow",
+            event_time_us=int(ts),
+            decision_time_us=decided,
+        )
+        for tid, card, ts, vector, score in zip(
+            transaction_ids, card_ids, event_times_us, vectors, scores, strict=True
+        )
+    ]
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(DecisionRecord)
+
+
+def encode_decision(record: DecisionRecord) -> bytes:
+    return _encoder.encode(record)
+
+
+def decode_decision(data: bytes) -> DecisionRecord:
+    return _decoder.decode(data)

@@ -1,0 +1,150 @@
+"""The REST service's decision log: every decision to `<prefix>.decisions` in Kafka, through a
+bounded in-process queue that never blocks a response.
+
+`offer` appends what fits in the queue and drops (and counts) the rest: when the broker is
+slow or gone, the queue fills and decisions are dropped, never buffered until the process
+runs out of memory (KServe's logger, kserve#6167). One task sends what is queued: it starts
+the producer (again and again while the broker is absent), hands records to aiokafka in
+batches and waits for their delivery, so aiokafka holds at most one batch per partition.
+Records that aiokafka could not deliver are dropped and counted as well. The service keeps
+serving without Kafka and says so in its readiness details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from fraud_core.rollout import DecisionRecord, encode_decision
+
+log = logging.getLogger(__name__)
+SEND_BATCH = 1000
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class DecisionLog:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        capacity: int = 10_000,
+        retry_seconds: float = 2.0,
+        delivery_timeout_ms: int = 5_000,
+    ) -> None:
+        self.bootstrap, self.topic, self.capacity = bootstrap, topic, capacity
+        self.retry_seconds, self.delivery_timeout_ms = retry_seconds, delivery_timeout_ms
+        self.queue: deque[tuple[float, DecisionRecord]] = deque()
+        self.dropped = {"queue_full": 0, "delivery_failed": 0}
+        self.delivered = 0
+        self.connected = False
+        self.last_error = ""
+        self.lags: list[float] = []
+        """Delivery lags (seconds from offer to acknowledgement) not yet taken by metrics."""
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    def offer(self, records: Sequence[DecisionRecord]) -> None:
+        """Queue what fits; drop and count the rest. Never waits."""
+        room = self.capacity - len(self.queue)
+        if room < len(records):
+            self.dropped["queue_full"] += len(records) - max(room, 0)
+            records = records[: max(room, 0)]
+        if records:
+            now = time.monotonic()
+            self.queue.extend((now, r) for r in records)
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="decision-log")
+
+    async def close(self, drain_seconds: float = 2.0) -> None:
+        """Send what is queued (for at most `drain_seconds`), then stop."""
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain_seconds):
+                while self.queue and self.connected:
+                    await asyncio.sleep(0.01)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self._stop_producer()
+
+    async def _run(self) -> None:
+        while True:
+            if self._producer is None and not await self._start_producer():
+                await asyncio.sleep(self.retry_seconds)
+                continue
+            if not self.queue:
+                self._wake.clear()
+                await self._wake.wait()
+            await self._send_some()
+
+    async def _start_producer(self) -> bool:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks=1,
+            linger_ms=5,
+            request_timeout_ms=self.delivery_timeout_ms,
+            client_id="fraudscale-serving-decisions",
+        )
+        try:
+            await producer.start()
+        except (KafkaError, OSError) as exc:
+            self._note_down(exc)
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            return False
+        self._producer, self.connected = producer, True
+        log.info("decision log connected to %s (topic %s)", self.bootstrap, self.topic)
+        return True
+
+    async def _send_some(self) -> None:
+        assert self._producer is not None
+        batch = [self.queue.popleft() for _ in range(min(SEND_BATCH, len(self.queue)))]
+        try:
+            async with asyncio.timeout(self.delivery_timeout_ms / 1000):
+                futures = [
+                    await self._producer.send(
+                        self.topic, encode_decision(r), key=r.transaction_id.encode()
+                    )
+                    for _, r in batch
+                ]
+                results = await asyncio.gather(*futures, return_exceptions=True)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            self.dropped["delivery_failed"] += len(batch)
+            self._note_down(exc)
+            await self._stop_producer()  # a fresh producer once the broker is back
+            return
+        acked = time.monotonic()
+        failed = sum(isinstance(r, BaseException) for r in results)
+        self.dropped["delivery_failed"] += failed
+        self.delivered += len(batch) - failed
+        self.lags.extend(acked - offered for offered, _ in batch[:: max(1, len(batch) // 20)])
+        self.connected = failed < len(batch)
+
+    def _note_down(self, exc: BaseException) -> None:
+        reason = str(exc) or type(exc).__name__
+        if self.connected or not self.last_error:
+            log.warning(
+                "decision log: Kafka at %s unavailable (%s); decisions are dropped and counted "
+                "until it is back", self.bootstrap, reason,
+            )  # fmt: skip
+        self.connected = False
+        self.last_error = reason
+
+    async def _stop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await producer.stop()
