@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from fraud_core.features import (
 from fraud_core.state import replay
 from fraud_data.landing import read_landing
 from fraud_data.simulator import SimulationConfig, generate
+from fraud_devtools.kafka import LocalKafka
 from fraud_devtools.redis_server import LocalRedis
 
 SAMPLE_TRANSACTION = {
@@ -157,3 +159,38 @@ def redis_server(tmp_path: Path) -> Iterator[LocalRedis]:
     server.start()
     yield server
     server.kill()
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap servers of a real broker started for the session (or the given cluster)."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    broker = LocalKafka(tmp_path_factory.mktemp("kafka"))
+    broker.start()
+    yield broker.bootstrap
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def second_model(history: pa.Table, reference_features: np.ndarray, contract: DataContract):  # type: ignore[no-untyped-def]
+    """Another LightGBM bundle (version "2", fewer trees, twice the alert rate) on the same
+    days and contract: a candidate for the canary and challenger roles."""
+    from fraud_training.lightgbm_trainer import ALERT_RATE, LightGBMParams, train_bundle
+
+    day = history_days(history)
+    labels = np.asarray(history.column("is_fraud"))
+    train = (day >= 3) & (day < 10)
+    valid = day >= 10
+    return train_bundle(
+        reference_features[train],
+        labels[train],
+        reference_features[valid],
+        labels[valid],
+        contract=contract,
+        version="2",
+        params=LightGBMParams(n_estimators=25, min_child_samples=80),
+        alert_rate=2 * ALERT_RATE,
+    )

@@ -1,4 +1,4 @@
-"""A real Kafka broker (KRaft, from Maven Central jars) for the session, and stream workers.
+"""Stream workers on the session's real Kafka broker (tests/conftest.py).
 
 Each test gets its own topic prefix and consumer group, so tests share the broker without
 seeing each other's records. KAFKA_BOOTSTRAP_SERVERS points the tests at an existing cluster.
@@ -14,24 +14,10 @@ from pathlib import Path
 import pytest
 
 from fraud_core.model_store import ModelStore
-from fraud_devtools.kafka import LocalKafka
 from fraud_devtools.stream_workers import LocalWorker
 from tests.conftest import FAILED
 
 _ids = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Bootstrap servers of a real broker started for the session (or the given cluster)."""
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        yield external
-        return
-    broker = LocalKafka(tmp_path_factory.mktemp("kafka"))
-    broker.start()
-    yield broker.bootstrap
-    broker.stop()
 
 
 @pytest.fixture

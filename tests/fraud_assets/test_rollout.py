@@ -1,0 +1,200 @@
+"""The rollout verdict on scripted histories, through a real Dagster instance and MLflow store:
+a canary with a doubled alert rate fails its check and the sensor aborts it; a better one is
+promoted once its labels have arrived, not before."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from fraud_assets.defs.partitions import daily_partitions
+from fraud_assets.defs.resources import (
+    FeaturesResource,
+    MlflowResource,
+    RolloutResource,
+    StorageResource,
+)
+from fraud_assets.defs.rollout import assets as rollout_defs
+from fraud_assets.lib.decisions import DECISION_SCHEMA
+from fraud_assets.lib.verdict import judge, wilson
+from fraud_assets.lib.warehouse import write_day
+from fraud_core.features import DEFAULT_LABEL_DELAY_US
+from fraud_core.model_store import ModelStore
+from fraud_core.rollout import CANARY, CHAMPION, RolloutPlan, decision_id, in_canary
+
+pytestmark = pytest.mark.integration
+
+DAY = dt.date(2026, 1, 10)
+SHARE = 0.3
+
+
+def test_wilson_interval_matches_the_hand_computed_one() -> None:
+    low, high = wilson(8, 10)
+    assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)
+    assert wilson(0, 0) == (0.0, 1.0)
+
+
+def scripted_day(
+    canary_alerts_fraud: float, canary_false_alert: float
+) -> tuple[pa.Table, pa.Table]:
+    """4,000 cards, one transaction each; 5 % fraud. The champion alerts on half the frauds
+    and 1 % of the rest; the canary (30 % of cards) as given."""
+    rng = np.random.default_rng(7)
+    start = int(dt.datetime(2026, 1, 10, tzinfo=dt.UTC).timestamp() * 1e6)
+    rows, labels = [], []
+    for i in range(4000):
+        card, tid = f"c{i}", f"t{i}"
+        fraud = rng.random() < 0.05
+        role = CANARY if in_canary(card, SHARE) else CHAMPION
+        hit, false = (0.5, 0.01) if role == CHAMPION else (canary_alerts_fraud, canary_false_alert)
+        alert = rng.random() < (hit if fraud else false)
+        event = start + i * 20_000_000
+        rows.append({
+            "decision_id": decision_id(tid, "2" if role == CANARY else "1", role),
+            "transaction_id": tid, "card_id": card, "path": "stream", "role": role,
+            "model_name": "m", "model_version": "2" if role == CANARY else "1",
+            "feature_version": "f", "features": [], "score": 0.9 if alert else 0.1,
+            "threshold": 0.5, "decision": "alert" if alert else "allow",
+            "event_time_us": event, "decision_time_us": event + 3_000,
+        })  # fmt: skip
+        labels.append({"transaction_id": tid, "is_fraud": fraud,
+                       "timestamp": dt.datetime.fromtimestamp(event / 1e6, dt.UTC)})  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=DECISION_SCHEMA), pa.Table.from_pylist(labels)
+
+
+def test_the_verdict_flags_a_canary_over_budget_and_waits_for_labels_to_promote() -> None:
+    noisy, labels = scripted_day(0.5, 0.03)
+    end_of_day = int(dt.datetime(2026, 1, 11, tzinfo=dt.UTC).timestamp() * 1e6)
+    early = judge("d", noisy, labels, labels_known_until_us=end_of_day,
+                  label_delay_us=DEFAULT_LABEL_DELAY_US)  # fmt: skip
+    assert early.canary_over_budget
+    assert early.canary_better is None
+    assert not early.labels_complete
+    champion = early.role("online", CHAMPION)
+    assert champion is not None
+    assert champion.labelled == 0  # labels not due yet
+    good, labels = scripted_day(0.8, 0.005)
+    later = end_of_day + DEFAULT_LABEL_DELAY_US
+    verdict = judge("d", good, labels, labels_known_until_us=later,
+                    label_delay_us=DEFAULT_LABEL_DELAY_US)  # fmt: skip
+    assert not verdict.canary_over_budget
+    assert verdict.labels_complete
+    assert verdict.canary_better is True
+    canary = verdict.role("online", CANARY)
+    assert canary is not None
+    assert canary.recall is not None
+    assert canary.recall_ci is not None
+    assert 0.6 < canary.recall_ci[0] < canary.recall < canary.recall_ci[1]
+    assert "| online | canary | 2 |" in verdict.markdown()
+
+
+def resources(root: Path, models: Path, **rollout: Any) -> dict[str, Any]:
+    return {
+        "storage": StorageResource(
+            landing_dir=str(root / "landing"), warehouse_dir=str(root / "warehouse"),
+            model_store_dir=str(models),
+        ),
+        "mlflow_tracking": MlflowResource(local_dir=str(root / "mlflow")),
+        "features": FeaturesResource(),
+        "rollout": RolloutResource(canary_min_decisions=100, **rollout),
+    }  # fmt: skip
+
+
+def verdict_then_sensor(
+    instance: dg.DagsterInstance, root: Path, models: ModelStore, decisions: pa.Table,
+    labels: pa.Table, labels_until: dt.date, **rollout: Any,
+) -> tuple[dict[str, Any], Any]:  # fmt: skip
+    """Materialize the day's verdict on scripted decisions and labels (the warehouse's history
+    running to `labels_until`), then evaluate the rollout sensor."""
+    res = resources(root, models.root, **rollout)
+    warehouse = root / "warehouse"
+    write_day(warehouse / "decision_log", DAY, decisions)
+    write_day(warehouse / "raw_transactions", DAY, labels)
+    late = labels.slice(0, 1).set_column(
+        2, "timestamp", pa.array([dt.datetime.combine(labels_until, dt.time(), dt.UTC)])
+    )
+    write_day(warehouse / "raw_transactions", labels_until, late)
+    (verdict_asset,) = [
+        a for a in rollout_defs.build(daily_partitions("2026-01-05"))
+        if a.key == dg.AssetKey("rollout_verdict")
+    ]  # fmt: skip
+    result = dg.materialize(
+        [verdict_asset], partition_key=DAY.isoformat(), resources=res, instance=instance,
+        raise_on_error=False,
+    )  # fmt: skip
+    context = dg.build_sensor_context(instance=instance, resources=res)
+    return res, (result, rollout_defs.rollout_verdict_sensor(context))
+
+
+@pytest.fixture
+def with_canary(tmp_path: Path, trained, second_model) -> ModelStore:  # type: ignore[no-untyped-def]
+    store = ModelStore(tmp_path / "models")
+    store.publish(trained.bundle)
+    store.add(second_model.bundle)
+    store.point_to("2", CANARY, share=SHARE)
+    return store
+
+
+def test_a_canary_with_a_doubled_alert_rate_fails_its_check_and_is_aborted(
+    tmp_path: Path, with_canary: ModelStore, instance: dg.DagsterInstance
+) -> None:
+    decisions, labels = scripted_day(0.5, 0.03)
+    res, (result, sensed) = verdict_then_sensor(
+        instance, tmp_path, with_canary, decisions, labels, DAY + dt.timedelta(days=1)
+    )
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed
+    (request,) = sensed.run_requests
+    assert request.job_name == "abort_canary_job"
+    job = next(j for j in rollout_defs.jobs if j.name == "abort_canary_job")
+    assert job.execute_in_process(
+        run_config=request.run_config, resources=res, instance=instance
+    ).success
+    assert with_canary.plan() == RolloutPlan(champion="1")
+    client = res["mlflow_tracking"].client()
+    runs = client.search_runs(
+        [client.get_experiment_by_name("fraudscale-rollout").experiment_id],
+        "params.action = 'abort'",
+    )
+    assert "alert budget" in runs[0].data.params["reason"]
+
+
+def test_a_better_canary_is_promoted_once_its_labels_arrived(
+    tmp_path: Path, with_canary: ModelStore, instance: dg.DagsterInstance
+) -> None:
+    decisions, labels = scripted_day(0.8, 0.005)
+    _, (result, sensed) = verdict_then_sensor(
+        instance, tmp_path / "early", with_canary, decisions, labels, DAY + dt.timedelta(days=1),
+        auto_promote=True,
+    )  # fmt: skip
+    assert result.success
+    assert not sensed.run_requests  # labels not in: nothing to do yet
+    res, (result, sensed) = verdict_then_sensor(
+        instance,
+        tmp_path,
+        with_canary,
+        decisions,
+        labels,
+        DAY + dt.timedelta(days=5),
+        auto_promote=True,
+    )
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed
+    (request,) = sensed.run_requests
+    assert request.job_name == "promote_canary_job"
+    job = next(j for j in rollout_defs.jobs if j.name == "promote_canary_job")
+    assert job.execute_in_process(
+        run_config=request.run_config, resources=res, instance=instance
+    ).success
+    assert with_canary.plan() == RolloutPlan(champion="2")
+    client = res["mlflow_tracking"].client()
+    assert (
+        client.get_model_version_by_alias("fraudscale-fraud", "champion").tags["bundle_version"]
+        == "2"
+    )

@@ -1,0 +1,108 @@
+"""Roles and the decision log's contract: sticky canary cards, deterministic decision ids, the
+store's role pointers, and what the holder refuses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fraud_core.features import feature_matrix
+from fraud_core.inference import Scorer
+from fraud_core.model_store import ModelHolder, ModelStore
+from fraud_core.rollout import (
+    CANARY,
+    CHALLENGER,
+    CHAMPION,
+    SHADOW,
+    RolloutPlan,
+    bucket,
+    decision_id,
+    decode_decision,
+    encode_decision,
+    in_canary,
+)
+from fraud_core.schema import Transaction
+from fraud_core.scoring import transaction_decisions
+from tests.conftest import model_columns, relabelled
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_card_keeps_its_role_and_the_share_is_what_was_asked() -> None:
+    cards = [f"card-{i}" for i in range(20_000)]
+    chosen = [in_canary(c, 0.1) for c in cards]
+    assert 0.09 < np.mean(chosen) < 0.11
+    assert chosen == [in_canary(c, 0.1) for c in cards]  # the same answer every time
+    # Growing the share only adds cards: none leaves the canary.
+    wider = [in_canary(c, 0.2) for c in cards]
+    assert all(w for c, w in zip(chosen, wider, strict=True) if c)
+    assert not any(in_canary(c, 0.0) for c in cards)
+    # A fixed value (BLAKE2b-64 of the id), so every process agrees: not a salted hash.
+    assert bucket("card-1") == 0.9712426106436826
+
+
+def test_decision_ids_are_deterministic_and_distinguish_model_and_role() -> None:
+    assert decision_id("t1", "v1", CHAMPION) == decision_id("t1", "v1", CHAMPION)
+    ids = {decision_id("t1", v, r) for v in ("v1", "v2") for r in (CHAMPION, CANARY, SHADOW)}
+    assert len(ids) == 6
+
+
+def test_records_carry_the_float32_vector_and_round_trip(trained, history) -> None:  # type: ignore[no-untyped-def]
+    scorer = Scorer(trained.bundle)
+    rows = history.slice(0, 5)
+    x = feature_matrix(model_columns(rows), scorer.contract)
+    transactions = [
+        Transaction(**{k: v for k, v in r.items() if k != "is_fraud"}) for r in rows.to_pylist()
+    ]
+    records = transaction_decisions("rest", CHAMPION, scorer, transactions, x, scorer.score(x))
+    back = [decode_decision(encode_decision(r)) for r in records]
+    assert back == records
+    assert np.array_equal(np.asarray([r.features for r in back], dtype=np.float32), x)
+    assert {r.feature_version for r in back} == {trained.bundle.metadata.feature_version}
+
+
+def test_the_store_keeps_one_pointer_per_role(tmp_path: Path, trained, second_model) -> None:  # type: ignore[no-untyped-def]
+    store = ModelStore(tmp_path)
+    store.publish(trained.bundle)
+    store.add(second_model.bundle)
+    assert store.plan() == RolloutPlan(champion="1")
+    store.point_to("2", CANARY, share=0.25)
+    store.point_to("2", CHALLENGER)
+    assert store.plan() == RolloutPlan(champion="1", canary="2", canary_share=0.25, challenger="2")
+    with pytest.raises(ValueError, match="share"):
+        store.point_to("2", CANARY, share=0.0)
+    store.clear(CANARY)
+    assert store.plan() == RolloutPlan(champion="1", challenger="2")
+    with pytest.raises(ValueError, match="replaced, not removed"):
+        store.clear(CHAMPION)
+
+
+def test_the_holder_serves_every_role_and_refuses_a_canary_with_another_label_delay(
+    tmp_path: Path, trained, second_model
+) -> None:  # type: ignore[no-untyped-def]
+    store = ModelStore(tmp_path)
+    store.publish(trained.bundle)
+    store.add(second_model.bundle)
+    store.point_to("2", CANARY, share=0.5)
+    store.point_to("2", CHALLENGER)
+    holder = ModelHolder(store)
+    assert holder.refresh()
+    served = holder.served
+    assert served is not None
+    assert served.champion.version == "1"
+    assert served.canary is not None
+    assert served.canary.version == "2"
+    assert served.shadow is not None
+    assert served.shadow.version == "2"
+    roles = {served.for_card(f"c{i}")[0] for i in range(200)}
+    assert roles == {CHAMPION, CANARY}
+    other = relabelled(second_model.bundle, trained.bundle.metadata.contract.label_delay_us * 2)
+    store.add(other)
+    store.point_to(other.metadata.version, CANARY, share=0.5)
+    assert holder.refresh()
+    assert holder.served is not None
+    assert holder.served.canary is None  # refused, the champion answers every card
+    assert holder.served.champion.version == "1"
+    assert "label delay" in holder.last_error
