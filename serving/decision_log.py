@@ -43,17 +43,22 @@ class DecisionLog:
         self.retry_seconds, self.delivery_timeout_ms = retry_seconds, delivery_timeout_ms
         self.queue: deque[tuple[float, DecisionRecord]] = deque()
         self.dropped = {"queue_full": 0, "delivery_failed": 0}
+        self.offered = 0
         self.delivered = 0
+        self.in_flight = 0
+        """Taken from the queue and handed to aiokafka, not yet acknowledged or failed."""
         self.connected = False
         self.last_error = ""
         self.lags: list[float] = []
         """Delivery lags (seconds from offer to acknowledgement) not yet taken by metrics."""
+        self._sent_at = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._producer: AIOKafkaProducer | None = None
 
     def offer(self, records: Sequence[DecisionRecord]) -> None:
         """Queue what fits; drop and count the rest. Never waits."""
+        self.offered += len(records)
         room = self.capacity - len(self.queue)
         if room < len(records):
             self.dropped["queue_full"] += len(records) - max(room, 0)
@@ -62,6 +67,15 @@ class DecisionLog:
             now = time.monotonic()
             self.queue.extend((now, r) for r in records)
             self._wake.set()
+
+    def status(self, stall_seconds: float = 1.0) -> str:
+        """ "connected", or why decisions are not reaching Kafka now."""
+        if not self.connected:
+            return f"unavailable, decisions dropped: {self.last_error or 'connecting'}"
+        waited = time.monotonic() - self._sent_at
+        if self.in_flight and waited > stall_seconds:
+            return f"stalled: no acknowledgement from Kafka for {waited:.1f}s"
+        return "connected"
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="decision-log")
@@ -111,6 +125,7 @@ class DecisionLog:
     async def _send_some(self) -> None:
         assert self._producer is not None
         batch = [self.queue.popleft() for _ in range(min(SEND_BATCH, len(self.queue)))]
+        self.in_flight, self._sent_at = len(batch), time.monotonic()
         try:
             async with asyncio.timeout(self.delivery_timeout_ms / 1000):
                 futures = [
@@ -122,6 +137,7 @@ class DecisionLog:
                 results = await asyncio.gather(*futures, return_exceptions=True)
         except (KafkaError, OSError, TimeoutError) as exc:
             self.dropped["delivery_failed"] += len(batch)
+            self.in_flight = 0
             self._note_down(exc)
             await self._stop_producer()  # a fresh producer once the broker is back
             return
@@ -129,6 +145,7 @@ class DecisionLog:
         failed = sum(isinstance(r, BaseException) for r in results)
         self.dropped["delivery_failed"] += failed
         self.delivered += len(batch) - failed
+        self.in_flight = 0
         self.lags.extend(acked - offered for offered, _ in batch[:: max(1, len(batch) // 20)])
         self.connected = failed < len(batch)
 

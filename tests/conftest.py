@@ -19,6 +19,8 @@ from fraud_core.features import (
     arrow_columns,
     feature_matrix,
 )
+from fraud_core.model_store import ModelStore
+from fraud_core.rollout import CANARY, CHALLENGER
 from fraud_core.state import replay
 from fraud_data.landing import read_landing
 from fraud_data.simulator import SimulationConfig, generate
@@ -194,3 +196,26 @@ def second_model(history: pa.Table, reference_features: np.ndarray, contract: Da
         params=LightGBMParams(n_estimators=25, min_child_samples=80),
         alert_rate=2 * ALERT_RATE,
     )
+
+
+CANARY_SHARE = 0.5
+
+
+def renamed(bundle: ModelBundle, version: str) -> ModelBundle:
+    """The same model under another version (a third role's model)."""
+    import onnx
+
+    meta = msgspec.structs.replace(bundle.metadata, version=version)
+    return make_bundle(onnx.load_model_from_string(bundle.onnx_bytes), meta)
+
+
+def rollout_store(root: Path, trained, second_model) -> ModelStore:  # type: ignore[no-untyped-def]
+    """Champion "1", canary "2" on half the cards, challenger "3" (the canary's model under
+    another version, so any leak of a shadow score shows as version 3)."""
+    store = ModelStore(root)
+    store.publish(trained.bundle)
+    store.add(second_model.bundle)
+    store.add(renamed(second_model.bundle, "3"))
+    store.point_to("2", CANARY, share=CANARY_SHARE)
+    store.point_to("3", CHALLENGER)
+    return store

@@ -25,8 +25,8 @@ class Readiness(msgspec.Struct, frozen=True, omit_defaults=True):
     last_refused_model: str = ""
     """Why the newest published model was refused, when it was."""
     decision_log: str = ""
-    """"connected", or why decisions are being dropped (the service serves on without
-    Kafka); empty when the decision log is off."""
+    """"connected", or why decisions are not reaching Kafka (stalled, or unavailable and
+    dropped: the service serves on without Kafka); empty when the decision log is off."""
 
 
 class HealthController(Controller):
@@ -56,10 +56,6 @@ class HealthController(Controller):
             else "",
             challenger=served.shadow.bundle.label if served and served.shadow else "",
             last_refused_model=models.last_error,
-            decision_log=""
-            if log is None
-            else "connected"
-            if log.connected
-            else f"unavailable, decisions dropped: {log.last_error or 'connecting'}",
+            decision_log="" if log is None else log.status(),
         )
         return Response(body, status_code=200 if models.ready else 503)
