@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import msgspec
 import numpy as np
 import pyarrow as pa
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -75,18 +75,21 @@ def read_decision_day(
 
 async def _read(bootstrap: str, topic: str, day: dt.date, timeout_s: float) -> list[DecisionRecord]:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+        topic,
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,  # no group: every partition is assigned, no offset committed
+        auto_offset_reset="latest",
+        metadata_max_age_ms=1000,
     )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
+        if topic not in await consumer.topics():
             return []
-        consumer.assign(tps)
+        async with asyncio.timeout(timeout_s):
+            while not consumer.assignment():
+                await asyncio.sleep(0.05)
+        tps = sorted(consumer.assignment())
         start_ms = day_bounds_us(day)[0] // 1000
         starts = await consumer.offsets_for_times(dict.fromkeys(tps, start_ms))
         ends = await consumer.end_offsets(tps)
@@ -97,6 +100,9 @@ async def _read(bootstrap: str, topic: str, day: dt.date, timeout_s: float) -> l
             if first < ends[tp]:
                 consumer.seek(tp, first)
                 todo[tp] = ends[tp]
+        for tp in tps:
+            if tp not in todo:
+                consumer.pause(tp)
         out: list[DecisionRecord] = []
         async with asyncio.timeout(timeout_s):
             while todo:

@@ -22,8 +22,9 @@ from fraud_assets.lib.spark_aot import record
 from fraud_assets.lib.warehouse import read_days
 from fraud_assets.settings import AssetSettings
 from fraud_core.features import DAY_US, DEFAULT_LABEL_DELAY_US, STATEFUL_FEATURES
+from fraud_core.rollout import CHALLENGER, CHAMPION, SHADOW, decision_id
 from fraud_core.state import replay
-from tests.conftest import with_unknown_labels
+from tests.conftest import renamed, with_unknown_labels
 from tests.fraud_assets.conftest import DAYS, make_resources, run_range, run_unpartitioned
 
 pytestmark = pytest.mark.integration
@@ -380,3 +381,41 @@ if not os.environ.get("FRAUD_ASSETS_SPARK_REMOTE"):
     print("java:", session.sparkContext._jvm.System.getProperty("java.version"))
     print("options:", session.conf.get("spark.driver.extraJavaOptions", ""))
 """
+
+
+def test_batch_decisions_log_the_champion_and_the_challenger_in_shadow(
+    platform, instance, history
+) -> None:  # type: ignore[no-untyped-def]
+    from fraud_core.features import arrow_columns, feature_matrix
+
+    store = platform["resources"]["storage"].model_store
+    champion = store.load_champion()
+    store.add(renamed(champion, "shadow-1"))
+    store.point_to("shadow-1", CHALLENGER)
+    day = SCORED_DAYS[-1]
+    try:
+        run_range(instance, platform["resources"], ["batch_decisions"], day, day)
+    finally:
+        store.clear(CHALLENGER)
+    decisions = table(platform, "batch_decisions", [day])
+    scored = table(platform, "scored_transactions", [day])
+    expected = dict(
+        zip(scored.column("transaction_id").to_pylist(), scored.column("score").to_pylist(),
+            strict=True)
+    )  # fmt: skip
+    x = feature_matrix({**arrow_columns(history), **replay(history)}, champion.metadata.contract)
+    row = {t: i for i, t in enumerate(history.column("transaction_id").to_pylist())}
+    for role, version in ((CHAMPION, champion.metadata.version), (SHADOW, "shadow-1")):
+        mine = decisions.filter(pc.equal(decisions.column("role"), role))
+        ids = mine.column("transaction_id").to_pylist()
+        assert sorted(ids) == sorted(expected)
+        assert set(mine.column("model_version").to_pylist()) == {version}
+        assert set(mine.column("path").to_pylist()) == {"batch"}
+        np.testing.assert_array_equal(
+            mine.column("score").to_numpy(), np.array([expected[t] for t in ids], np.float32)
+        )
+        vectors = np.asarray(mine.column("features").to_pylist(), dtype=np.float32)
+        np.testing.assert_allclose(vectors, x[[row[t] for t in ids]], rtol=1e-6, atol=1e-6)
+        assert mine.column("decision_id").to_pylist()[:5] == [
+            decision_id(t, version, role) for t in ids[:5]
+        ]

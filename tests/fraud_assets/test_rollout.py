@@ -4,11 +4,13 @@ promoted once its labels have arrived, not before."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -23,10 +25,19 @@ from fraud_assets.defs.resources import (
 from fraud_assets.defs.rollout import assets as rollout_defs
 from fraud_assets.lib.decisions import DECISION_SCHEMA
 from fraud_assets.lib.verdict import judge, wilson
-from fraud_assets.lib.warehouse import write_day
+from fraud_assets.lib.warehouse import read_days, write_day
 from fraud_core.features import DEFAULT_LABEL_DELAY_US
 from fraud_core.model_store import ModelStore
-from fraud_core.rollout import CANARY, CHAMPION, RolloutPlan, decision_id, in_canary
+from fraud_core.rollout import (
+    CANARY,
+    CHAMPION,
+    DecisionRecord,
+    RolloutPlan,
+    decision_id,
+    encode_decision,
+    in_canary,
+)
+from fraud_devtools.stream_workers import produce
 
 pytestmark = pytest.mark.integration
 
@@ -198,3 +209,46 @@ def test_a_better_canary_is_promoted_once_its_labels_arrived(
         client.get_model_version_by_alias("fraudscale-fraud", "champion").tags["bundle_version"]
         == "2"
     )
+
+
+def pairs(table: pa.Table) -> list[tuple[str, str]]:
+    return list(
+        zip(table.column("decision_id").to_pylist(), table.column("path").to_pylist(), strict=True)
+    )
+
+
+def test_the_decision_log_asset_reads_a_days_decisions_from_the_topic_once(
+    tmp_path: Path, kafka: str, instance: dg.DagsterInstance, with_canary: ModelStore
+) -> None:
+    topic = f"ingest-{tmp_path.name}.decisions"
+    decisions, _ = scripted_day(0.5, 0.01)
+    day = decisions.slice(0, 50)
+    rest = day.slice(0, 10).set_column(3, "path", pa.array(["rest"] * 10))
+    before = decisions.slice(50, 5).set_column(
+        12, "event_time_us", pa.array([v - 86_400_000_000 for v in range(5)], pa.int64())
+    )
+    # A retry logs a decision twice; REST and stream log one transaction each.
+    sent = pa.concat_tables([day, day.slice(0, 5), rest, before])
+    records = [
+        (r.transaction_id.encode(), encode_decision(r))
+        for r in msgspec.convert(sent.to_pylist(), list[DecisionRecord])
+    ]
+    asyncio.run(produce(kafka, topic, records))
+    res = resources(tmp_path, with_canary.root, decision_log_bootstrap=kafka,
+                    decision_log_topic=topic)  # fmt: skip
+    (asset,) = [
+        a for a in rollout_defs.build(daily_partitions("2026-01-05"))
+        if a.key == dg.AssetKey("decision_log")
+    ]  # fmt: skip
+    tables = []
+    for _ in range(2):  # a rerun replaces the day with the same rows
+        result = dg.materialize(
+            [asset], partition_key=DAY.isoformat(), resources=res, instance=instance
+        )
+        assert result.success
+        tables.append(read_days(tmp_path / "warehouse" / "decision_log", [DAY]))
+    got = tables[0]
+    assert got.num_rows == 60  # 50 stream + 10 REST, each once; the day before left out
+    want = pa.concat_tables([day, rest])
+    assert sorted(pairs(got)) == sorted(pairs(want))
+    assert tables[1].sort_by("decision_id").equals(got.sort_by("decision_id"))
