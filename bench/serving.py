@@ -9,7 +9,10 @@ bundle for us and FastAPI, the native booster file for MLServer's LightGBM runti
   cache lookup (a miss: every request has its own transaction_id), micro-batched inference.
 - fraudscale /v1/score, cache hit: the same transaction again (a client's retry).
 - fraudscale /v1/score, full path with micro-batching switched off: what batching gains.
-- fraudscale /v2/models/{name}/infer: an FP32 [1, 27] tensor (Open Inference Protocol).
+- fraudscale /v1/score, full path with the rollout on: every decision to the decision log
+  (a real Kafka broker), a challenger scoring 10 % of requests in shadow, a canary answering
+  5 % of cards (the champion's model under other versions: the same cost per score).
+- fraudscale /v2/models/{name}/infer: an FP32 [1, 30] tensor (Open Inference Protocol).
 - FastAPI + pydantic /score: validation, stateless features, inference; no state, no cache.
 - MLServer 1.7.1 + mlserver-lightgbm, V2 infer of the same tensor, default settings and
   parallel_workers=0 (its best here). It runs from its own virtualenv (it needs uvloop 0.21),
@@ -40,10 +43,13 @@ from rich.table import Table
 
 from bench import record_result
 from bench.batch import train_model
+from fraud_core.bundle import as_version
 from fraud_core.features import N_FEATURES
 from fraud_core.model_store import ModelStore
 from fraud_core.online_store import load_history
+from fraud_core.rollout import CANARY, CHALLENGER
 from fraud_data.landing import read_landing
+from fraud_devtools.kafka import LocalKafka
 from fraud_devtools.processes import free_port, start_process, stop_process
 from fraud_devtools.redis_server import LocalRedis
 from serving.controllers.inference import INPUT_NAME
@@ -51,6 +57,7 @@ from serving.controllers.inference import INPUT_NAME
 console = Console()
 PROJECT = Path(__file__).resolve().parent.parent
 UNBATCHED = "fraudscale, batching off"
+ROLLOUT = "fraudscale + log, 10% shadow, 5% canary"
 MLSERVER_PINS = ["mlserver==1.7.1", "mlserver-lightgbm==1.7.1", "uvloop==0.21.0"]
 
 
@@ -203,8 +210,15 @@ def main() -> None:
             points.append(Point(server, label, c, rps, p50, p99))
             console.print(f"  {server:28} {label:28} c{c:<3} {rps:9,.0f} req/s  p99 {p99:.1f} ms")
 
+    rollout_store = ModelStore(run / "models-rollout")
+    rollout_store.publish(model.bundle)
+    for version, role in (("canary", CANARY), ("shadow", CHALLENGER)):
+        rollout_store.add(as_version(model.bundle, version))
+        rollout_store.point_to(version, role, share=0.05 if role == CANARY else 0.0)
     redis = LocalRedis(run)
     redis.start()
+    kafka = LocalKafka(run / "kafka")
+    kafka.start()
     try:
         load_history(history, redis.url, model.bundle.metadata.contract.label_delay_us)
         port = free_port()
@@ -221,6 +235,17 @@ def main() -> None:
             measure("fraudscale (Litestar)", base, "/v1/score full path", "distinct")
             measure("fraudscale (Litestar)", base, "/v1/score cache hit", "same")
             measure("fraudscale (Litestar)", base, "V2 infer", "v2")
+        # The same server with the rollout on: every decision to Kafka, a challenger scoring
+        # 10 % of requests in shadow, a canary answering 5 % of cards.
+        rollout = {
+            **env,
+            "FRAUD_SERVING_MODEL_STORE_DIR": str(rollout_store.root),
+            "FRAUD_SERVING_DECISION_LOG_BOOTSTRAP": kafka.bootstrap,
+            "FRAUD_SERVING_SHADOW_SAMPLE": "0.1",
+        }
+        with pinned([sys.executable, "-m", "serving.app"], rollout, base + "/v2/health/ready",
+                    run / "fraudscale-rollout.log"):  # fmt: skip
+            measure(ROLLOUT, base, "/v1/score full path", "distinct")
         # What micro-batching gains: the same server with it switched off.
         unbatched = {**env, "FRAUD_SERVING_BATCHING_ENABLED": "false"}
         with pinned([sys.executable, "-m", "serving.app"], unbatched, base + "/v2/health/ready",
@@ -228,6 +253,7 @@ def main() -> None:
             measure(UNBATCHED, base, "/v1/score full path", "distinct")
     finally:
         redis.kill()
+        kafka.kill()
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -274,6 +300,9 @@ def main() -> None:
         "V2 infer vs MLServer best V2": best("fraudscale", "V2 infer")
         / best("MLServer", "V2 infer"),
         "full path, micro-batching on vs off": full / best_of(UNBATCHED, "/v1/score full path"),
+        "full path, rollout on vs off": best_of(ROLLOUT, "/v1/score full path") / full,
+        "full path with rollout vs MLServer best (V2)": best_of(ROLLOUT, "/v1/score full path")
+        / best("MLServer", "V2 infer"),
     }
     p99_c16 = [
         p.p99_ms for p in points

@@ -6,9 +6,11 @@ transaction_id) with the same fraud_core code and model; the plain loop keeps it
 dict and has no tables, changelogs, recovery or web server. It is the limit, not a rival.
 
 1. Throughput: N transactions are in the topic before the consumer starts; transactions/s is
-   N over the time from the first score to the last (scores' Kafka timestamps).
+   N over the time from the first score to the last (scores' Kafka timestamps). The worker
+   runs twice: decision log off, then with the rollout on (every decision logged, a
+   challenger scoring 10 % of transactions in shadow, a canary on 5 % of cards).
 2. Latency: transactions are produced at a fixed rate; latency is a score's Kafka timestamp
-   minus its transaction's, p50 and p99.
+   minus its transaction's, p50 and p99 (the worker with the rollout on).
 
     uv run python -m bench.streaming                          # 100k transactions, 1,000/s
     uv run python -m bench.streaming --rows 20000 --seconds 5 # a quick look
@@ -34,9 +36,10 @@ from rich.table import Table
 
 from bench import record_result
 from bench.batch import make_model
+from fraud_core.bundle import as_version
 from fraud_core.inference import Scorer
-from fraud_core.model_store import Served
-from fraud_core.model_store import ModelStore
+from fraud_core.model_store import ModelStore, Served
+from fraud_core.rollout import CANARY, CHALLENGER
 from fraud_core.state import CardState, MerchantState
 from fraud_data.landing import read_landing
 from fraud_data.simulator import SimulationConfig, generate
@@ -163,6 +166,13 @@ def main() -> None:
     bundle = make_model(work)
     store = ModelStore(work / "run" / "models")
     store.publish(bundle)
+    # The rollout row: the same champion, a canary on 5 % of cards and a challenger scoring
+    # 10 % of transactions in shadow (the champion's model under other versions: same cost).
+    rollout = ModelStore(work / "run" / "models-rollout")
+    rollout.publish(bundle)
+    for version, role in (("canary", CANARY), ("shadow", CHALLENGER)):
+        rollout.add(as_version(bundle, version))
+        rollout.point_to(version, role, share=0.05 if role == CANARY else 0.0)
     scorer = Scorer(bundle)
     latency_rows = int(args.rate * args.seconds)
     latency_records = records[:latency_rows]
@@ -178,30 +188,43 @@ def main() -> None:
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "FRAUD_STREAM_MODEL_STORE_DIR": str(store.root),
             "FRAUD_STREAM_LOG_LEVEL": "warn",
+            "FRAUD_STREAM_DECISION_LOG": "false",
+        }
+        with_rollout = {
+            **env,
+            "FRAUD_STREAM_MODEL_STORE_DIR": str(rollout.root),
+            "FRAUD_STREAM_DECISION_LOG": "true",
+            "FRAUD_STREAM_SHADOW_SAMPLE": "0.1",
         }
         # Throughput: the backlog is in the topic before the worker starts.
-        prefix = f"bench{int(time.time())}"
-        n = asyncio.run(produce(bootstrap, f"{prefix}.transactions", records))
-        worker = LocalWorker(
-            work / "run",
-            {**env, "FRAUD_STREAM_TOPIC_PREFIX": prefix, "FRAUD_STREAM_APP_ID": prefix},
-        )
-        worker.start()
-        scores = asyncio.run(consume(bootstrap, f"{prefix}.scores", until=n, timeout=600))
-        worker.stop()
-        runs.append(Run("fraudscale Faust worker", len(scores), _throughput(scores)))
+        first = f"bench{int(time.time())}"
+        for name, settings in (
+            ("fraudscale Faust worker", env),
+            ("  + decision log, 10 % shadow, 5 % canary", with_rollout),
+        ):
+            prefix = f"{first}-{len(runs)}"
+            n = asyncio.run(produce(bootstrap, f"{prefix}.transactions", records))
+            worker = LocalWorker(
+                work / "run",
+                {**settings, "FRAUD_STREAM_TOPIC_PREFIX": prefix, "FRAUD_STREAM_APP_ID": prefix},
+            )
+            worker.start()
+            scores = asyncio.run(consume(bootstrap, f"{prefix}.scores", until=n, timeout=600))
+            worker.stop()
+            runs.append(Run(name, len(scores), _throughput(scores)))
 
+        prefix = f"{first}-0"
         asyncio.run(
             plain_loop(bootstrap, f"{prefix}.transactions", f"{prefix}.plain", scorer, n, 500)
         )
         plain = asyncio.run(consume(bootstrap, f"{prefix}.plain", until=n, timeout=600))
         runs.append(Run("plain aiokafka loop (the limit)", len(plain), _throughput(plain)))
 
-        # Latency at a fixed rate: the worker is up and idle before input starts.
+        # Latency at a fixed rate, rollout on: the worker is up and idle before input starts.
         prefix = f"lat{int(time.time())}"
         worker = LocalWorker(
             work / "run",
-            {**env, "FRAUD_STREAM_TOPIC_PREFIX": prefix, "FRAUD_STREAM_APP_ID": prefix},
+            {**with_rollout, "FRAUD_STREAM_TOPIC_PREFIX": prefix, "FRAUD_STREAM_APP_ID": prefix},
         )
         worker.start()
         time.sleep(3)  # let the group settle
@@ -216,7 +239,9 @@ def main() -> None:
             consume(bootstrap, f"{prefix}.transactions", until=len(latency_records))
         )
         p50, p99 = _latencies_ms(inputs, scores)
-        runs.append(Run(f"fraudscale Faust worker @ {args.rate:,.0f}/s", len(scores), 0, p50, p99))
+        runs.append(
+            Run(f"fraudscale Faust worker + rollout @ {args.rate:,.0f}/s", len(scores), 0, p50, p99)
+        )
 
         async def plain_at_rate() -> None:
             loop = asyncio.create_task(
@@ -251,13 +276,16 @@ def main() -> None:
             "" if np.isnan(run.p99_ms) else f"{run.p99_ms:.1f}",
         )  # fmt: skip
     console.print(table)
-    ratio = runs[0].per_second / runs[1].per_second
+    ratio = runs[0].per_second / runs[2].per_second
+    rollout_ratio = runs[1].per_second / runs[0].per_second
     console.print(f"Faust worker throughput / plain loop: {ratio:.2f}")
+    console.print(f"with the decision log, shadow and canary / without: {rollout_ratio:.2f}")
     record_result(
         "streaming",
         {
             "runs": [r.__dict__ for r in runs],
             "throughput_ratio": ratio,
+            "rollout_ratio": rollout_ratio,
         },
     )
 

@@ -1,4 +1,9 @@
-"""`make demo`: run the asset graph over the landed days into the local Dagster instance."""
+"""`make demo`: run the asset graph over the landed days into the local Dagster instance, then
+publish the other training candidate as a canary on 10 % of cards.
+
+`python -m fraud_assets.demo verdict DAY` (the stream demo runs it once it has streamed DAY,
+with FRAUD_ASSETS_DECISION_LOG_BOOTSTRAP pointing at its broker): read DAY's decision log
+from Kafka, log the batch path's decisions, and print the rollout verdict."""
 
 from __future__ import annotations
 
@@ -9,16 +14,21 @@ from typing import Any
 import dagster as dg
 import pyarrow.compute as pc
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.table import Table
 
-from fraud_assets.defs.resources import resources_for
+from fraud_assets.defs.resources import MlflowResource, StorageResource, resources_for
+from fraud_assets.lib.candidates import CHALLENGER, LIGHTGBM, load_candidate
+from fraud_assets.lib.rollout import Rollout
 from fraud_assets.lib.warehouse import read_days
 from fraud_assets.runs import materialize_graph
 from fraud_assets.settings import AssetSettings
+from fraud_core.rollout import CANARY
 from fraud_data.landing import landing_days
 
 console = Console()
 SCORED_DAYS = 7
+CANARY_SHARE = 0.1
 
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -87,8 +97,47 @@ def main() -> int:
             f"{row['score']:.3f}", str(row["is_fraud"]), row["reasons"],
         )  # fmt: skip
     console.print(top)
+    canary = publish_canary(storage, resources["mlflow_tracking"])
+    if canary:
+        console.print(
+            f"canary: {canary} answers {CANARY_SHARE:.0%} of cards (by card hash) on REST and "
+            "the stream from now on; recorded in MLflow (experiment fraudscale-rollout)"
+        )
+    return 0
+
+
+def publish_canary(storage: StorageResource, tracking: MlflowResource) -> str | None:
+    """The training candidate that did not become champion, published as canary."""
+    champion = storage.model_store.champion_version()
+    for kind in (LIGHTGBM, CHALLENGER):
+        bundle = load_candidate(storage, kind).bundle
+        if bundle.metadata.version != champion:
+            rollout = Rollout(
+                storage.model_store, tracking.client(), tracking.registered_model,
+                tracking.experiment,
+            )  # fmt: skip
+            return rollout.publish(bundle, CANARY, share=CANARY_SHARE, reason="make demo")
+    return None
+
+
+def verdict(day: str) -> int:
+    """Materialize the day's decision logs and verdict; print the verdict table."""
+    settings = AssetSettings.from_env()
+    resources = resources_for(settings)
+    when = dt.date.fromisoformat(day)
+    materialize(settings, resources, ["decision_log", "batch_decisions", "rollout_verdict"], [when])
+    event = dg.DagsterInstance.get().get_latest_materialization_event(
+        dg.AssetKey("rollout_verdict")
+    )
+    assert event is not None
+    assert event.asset_materialization is not None
+    table = event.asset_materialization.metadata["verdict"]
+    console.print(f"[bold]rollout verdict for {day}[/bold] (also in the Dagster UI and MLflow)")
+    console.print(Markdown(str(getattr(table, "value", table))))
     return 0
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["verdict"]:
+        sys.exit(verdict(sys.argv[2]))
     sys.exit(main())

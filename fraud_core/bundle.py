@@ -76,6 +76,12 @@ def make_bundle(model: onnx.ModelProto, metadata: BundleMetadata) -> ModelBundle
     return bundle
 
 
+def as_version(bundle: ModelBundle, version: str) -> ModelBundle:
+    """The same model under another version (benchmarks and tests give one model two roles)."""
+    metadata = msgspec.structs.replace(bundle.metadata, version=version)
+    return make_bundle(onnx.load_model_from_string(bundle.onnx_bytes), metadata)
+
+
 def bundle_from_bytes(data: bytes) -> ModelBundle:
     """Parse ONNX bytes into a bundle, refusing one without fraudscale metadata."""
     try:

@@ -150,6 +150,7 @@ class StreamWork:
                     committed=committed,
                     reasons=self.settings.reasons,
                     decisions=self.settings.decision_log,
+                    shadow_sample=self.settings.shadow_sample,
                 ),
                 self._transaction_outputs,
                 functools.partial(self.app.batches.ack, messages),

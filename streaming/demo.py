@@ -6,13 +6,19 @@ day, warm from the history before it, and agree with the batch path on every tra
 2. A worker starts and restores those tables; the labels that become known during the day go
    to the labels topic, then the day's transactions (plus two broken records, which end up in
    the dead-letter topic) in time order.
-3. Each stream score is compared with the batch path's `scored_transactions` of that day.
+3. Each stream score the champion gave is compared with the batch path's
+   `scored_transactions` of that day (the canary, when one is published, answers its share
+   of cards with its own model).
+4. With the broker still up, the asset graph reads the day's decision log from Kafka and
+   prints the rollout verdict (`python -m fraud_assets.demo verdict DAY`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fraud_core.features import DAY_US
+from fraud_core.rollout import CHAMPION
 from fraud_core.schema import from_micros, timestamps_us
 from fraud_core.scoring import Score
 from fraud_devtools.kafka import LocalKafka
@@ -61,7 +68,7 @@ def agreement(stream: dict[str, float], batch: dict[str, float], threshold: floa
     s = np.asarray([stream[t] for t in common], dtype=np.float32)
     b = np.asarray([batch[t] for t in common], dtype=np.float32)
     cut = np.float32(threshold)
-    table = Table(title="stream vs batch, every transaction of the day")
+    table = Table(title="stream vs batch, every transaction the champion answered")
     for column in ("compared", "stream only", "batch only", "max |Δ|",
                    "alerts stream", "alerts batch", "in both"):  # fmt: skip
         table.add_column(column, justify="right")
@@ -132,6 +139,11 @@ def main(
             dead = asyncio.run(
                 consume(broker.bootstrap, "fraudscale.dead-letters", until=len(broken))
             )
+            judged = subprocess.run(
+                [sys.executable, "-m", "fraud_assets.demo", "verdict", day_name],
+                env={**os.environ, "FRAUD_ASSETS_DECISION_LOG_BOOTSTRAP": broker.bootstrap},
+                check=False,
+            )
         finally:
             worker.stop()
             redis.kill()
@@ -148,9 +160,18 @@ def main(
         f"({len(stream) / elapsed:,.0f}/s end to end, produce included); {len(decoded)} "
         f"alerts, {caught} of them confirmed fraud; {len(dead)} dead letters"
     )
-    threshold = scores[0].threshold if scores else 1.0
+    champion = [s for s in scores if s.role == CHAMPION]
+    threshold = champion[0].threshold if champion else 1.0
     batch = batch_scores(Path(warehouse), day_name)
-    console.print(agreement(stream, batch, threshold))
+    answered = {s.transaction_id: s.score for s in champion}
+    canary = len(scores) - len(champion)
+    if canary:
+        console.print(
+            f"{canary:,} transactions answered by the canary "
+            f"{next(s.model_version for s in scores if s.role != CHAMPION)}, "
+            f"{len(champion):,} by the champion (compared with the batch path below)"
+        )
+    console.print(agreement(answered, {t: batch[t] for t in answered if t in batch}, threshold))
     table = Table(title="top alerts from the stream")
     for column in ("transaction", "card", "amount", "score", "fraud", "reasons"):
         table.add_column(column)
@@ -167,8 +188,10 @@ def main(
             f"dead letter {letter.value[:40]!r}: {headers['error.field'].decode()!r} "
             f"{headers['error.reason'].decode()}"
         )
-    agree = stream.keys() == batch.keys() and all(abs(stream[t] - batch[t]) <= 1e-6 for t in stream)
-    return 0 if len(stream) == len(records) and agree else 1
+    agree = stream.keys() == batch.keys() and all(
+        abs(answered[t] - batch[t]) <= 1e-6 for t in answered
+    )
+    return 0 if len(stream) == len(records) and agree and judged.returncode == 0 else 1
 
 
 if __name__ == "__main__":

@@ -191,14 +191,15 @@ def score_transactions(
     committed: Callable[[int], int] = _no_commit_known,
     reasons: int = 3,
     decisions: bool = False,
+    shadow_sample: float = 1.0,
 ) -> ScoredBatch:
     """Scores for a batch of transaction records, in order, and the card entries it changed.
 
     Each card is answered by its role's model (champion, or canary for the canary's share of
     cards); with `decisions`, the batch's decision-log records come back too, the
-    challenger's shadow scores of every transaction among them. `committed(partition)` is the
-    input partition's committed offset (the next one a restarted worker reads): features
-    remembered for lower offsets are dropped.
+    challenger's shadow scores (of `shadow_sample` of the transactions) among them.
+    `committed(partition)` is the input partition's committed offset (the next one a
+    restarted worker reads): features remembered for lower offsets are dropped.
     """
     valid, dead = _decode(records, Transaction, "card_id")
     touched: dict[str, tuple[int, CardEntry]] = {}
@@ -247,7 +248,7 @@ def score_transactions(
             scores[i] = score
     logged = []
     if decisions:
-        shadow = shadow_scores(served, transactions, stateful)
+        shadow = shadow_scores(served, transactions, stateful, shadow_sample)
         for part in [*parts, shadow] if shadow else parts:
             logged += role_decisions("stream", part, transactions, decided_at)
     return ScoredBatch(

@@ -45,6 +45,9 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     decision_log: bool = True
     """Write every decision (every role's, the challenger's shadow scores included) to
     <prefix>.decisions, keyed by transaction id, with the batch's other outputs."""
+    shadow_sample: float = 1.0
+    """Share of transactions (by a hash of the transaction id) the challenger scores in
+    shadow, when one is published and the decision log is on."""
     data_dir: str = ".faust"
     """This worker's own local folder (Faust's table stores and offsets). Workers on one
     machine need one each; a restarted worker (a pod with its volume) finds its folder again

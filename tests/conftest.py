@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from fraud_core.bundle import ModelBundle, make_bundle
+from fraud_core.bundle import ModelBundle, as_version, make_bundle
 from fraud_core.features import (
     DEFAULT_LABEL_DELAY_US,
     DataContract,
@@ -201,21 +201,13 @@ def second_model(history: pa.Table, reference_features: np.ndarray, contract: Da
 CANARY_SHARE = 0.5
 
 
-def renamed(bundle: ModelBundle, version: str) -> ModelBundle:
-    """The same model under another version (a third role's model)."""
-    import onnx
-
-    meta = msgspec.structs.replace(bundle.metadata, version=version)
-    return make_bundle(onnx.load_model_from_string(bundle.onnx_bytes), meta)
-
-
 def rollout_store(root: Path, trained, second_model) -> ModelStore:  # type: ignore[no-untyped-def]
     """Champion "1", canary "2" on half the cards, challenger "3" (the canary's model under
     another version, so any leak of a shadow score shows as version 3)."""
     store = ModelStore(root)
     store.publish(trained.bundle)
     store.add(second_model.bundle)
-    store.add(renamed(second_model.bundle, "3"))
+    store.add(as_version(second_model.bundle, "3"))
     store.point_to("2", CANARY, share=CANARY_SHARE)
     store.point_to("3", CHALLENGER)
     return store

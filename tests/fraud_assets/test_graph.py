@@ -21,10 +21,11 @@ from fraud_assets.lib.registry import CHAMPION_ALIAS, roll_back
 from fraud_assets.lib.spark_aot import record
 from fraud_assets.lib.warehouse import read_days
 from fraud_assets.settings import AssetSettings
+from fraud_core.bundle import as_version
 from fraud_core.features import DAY_US, DEFAULT_LABEL_DELAY_US, STATEFUL_FEATURES
 from fraud_core.rollout import CHALLENGER, CHAMPION, SHADOW, decision_id
 from fraud_core.state import replay
-from tests.conftest import renamed, with_unknown_labels
+from tests.conftest import with_unknown_labels
 from tests.fraud_assets.conftest import DAYS, make_resources, run_range, run_unpartitioned
 
 pytestmark = pytest.mark.integration
@@ -390,7 +391,7 @@ def test_batch_decisions_log_the_champion_and_the_challenger_in_shadow(
 
     store = platform["resources"]["storage"].model_store
     champion = store.load_champion()
-    store.add(renamed(champion, "shadow-1"))
+    store.add(as_version(champion, "shadow-1"))
     store.point_to("shadow-1", CHALLENGER)
     day = SCORED_DAYS[-1]
     try:
