@@ -133,7 +133,7 @@ def verdict(day: str) -> int:
     assert event.asset_materialization is not None
     table = event.asset_materialization.metadata["verdict"]
     console.print(f"[bold]rollout verdict for {day}[/bold] (also in the Dagster UI and MLflow)")
-    console.print(Markdown(str(getattr(table, "value", table))))
+    Console(width=max(console.width, 160)).print(Markdown(str(getattr(table, "value", table))))
     return 0
 
 

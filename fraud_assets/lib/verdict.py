@@ -248,6 +248,12 @@ def _decide(verdict: Verdict, min_decisions: int) -> Verdict:
         )
     elif canary.decisions < min_decisions:
         notes.append(f"canary has {canary.decisions} decisions, fewer than {min_decisions}")
+    elif champion is not None and canary.alert_rate * verdict.budget < champion.alert_rate:
+        notes.append(
+            f"canary {canary.model_version} alerts on {canary.alert_rate:.3%} of its cards, "
+            f"under 1/{verdict.budget:g} of the champion's {champion.alert_rate:.3%}: it may "
+            "miss fraud; its recall is known once the labels arrive"
+        )
     better = None
     if not verdict.labels_complete:
         notes.append("labels are not complete yet: precision and recall are partial")
