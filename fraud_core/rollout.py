@@ -79,13 +79,20 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     model_name: str
     model_version: str
     feature_version: str
-    features: list[float]
-    """The float32 model input as served, in FEATURE_NAMES order."""
+    features: bytes
+    """The float32 model input as served, in FEATURE_NAMES order: little-endian float32s
+    (base64 in JSON; `feature_vector` reads them). A third the size of a JSON number list,
+    so the log costs the stream and the broker a third of the bytes, and exact."""
     score: float
     threshold: float
     decision: str
     event_time_us: int
     decision_time_us: int
+
+
+def feature_vector(record: DecisionRecord) -> np.ndarray:
+    """A record's feature vector as float32s."""
+    return np.frombuffer(record.features, dtype="<f4")
 
 
 def now_us() -> int:
@@ -109,7 +116,7 @@ def decision_records(
     """The records of one model's scores for a batch of transactions."""
     decided = now_us() if decided_at_us is None else decided_at_us
     cut = np.float32(threshold)
-    vectors = np.asarray(features, dtype=np.float32).tolist()
+    vectors = np.ascontiguousarray(features, dtype="<f4")
     return [
         DecisionRecord(
             decision_id=decision_id(tid, model_version, role),
@@ -120,7 +127,7 @@ def decision_records(
             model_name=model_name,
             model_version=model_version,
             feature_version=FEATURE_VERSION,
-            features=vector,
+            features=vector.tobytes(),
             score=float(score),
             threshold=threshold,
             decision="alert" if score >= cut else "allow",

@@ -43,12 +43,15 @@ def create_app(settings: StreamSettings) -> App:
         broker_commit_interval=1.0,
         producer_acks=-1,
         producer_linger=0.005,
+        # A batch's outputs go as few record batches (streaming.outbox): 16 KiB ones meant a
+        # produce request per ~25 decision records. Below the broker's 1 MiB message limit.
+        producer_max_batch_size=512 * 1024,
         table_standby_replicas=1,  # a peer keeps each partition's table warm for takeover
         Worker=Worker,
     )
     app.shutdown_seconds = settings.shutdown_seconds
     warm_up()
     models = ModelHolder(ModelStore(settings.model_store_dir))
-    models.refresh()  # every batch takes `models.current` once and scores with it
+    models.refresh()  # every batch takes `models.served` once and scores with it
     StreamWork(app, settings, declare_topics(app, settings), declare_tables(app), models).register()
     return app

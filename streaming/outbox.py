@@ -57,12 +57,20 @@ class Outbox:
         `producer.flush()` (Faust's, before it commits offsets) waits for them too."""
         topics, self._topics = self._topics, defaultdict(list)
         sent: list[asyncio.Future[Any]] = []
+        # A transaction's score, alert and decisions share its key: murmur2 (pure Python,
+        # microseconds a key) once per key and partition count.
+        known: dict[tuple[bytes, int], int] = {}
         for topic, records in topics.items():
             count = len(await producer.partitions_for(topic))
             by_partition: dict[int, list[tuple[bytes | None, bytes, Headers]]] = defaultdict(list)
             for key, value, partition, headers in records:
                 if partition is None:
-                    partition = key_partition(key, count)
+                    if key is None:
+                        partition = key_partition(key, count)
+                    else:
+                        partition = known.get((key, count))
+                        if partition is None:
+                            partition = known[key, count] = key_partition(key, count)
                 by_partition[partition].append((key, value, headers))
             for partition, items in by_partition.items():
                 batch = producer.create_batch()

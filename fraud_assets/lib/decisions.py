@@ -17,7 +17,6 @@ import asyncio
 import datetime as dt
 from collections.abc import Iterator
 
-import msgspec
 import numpy as np
 import pyarrow as pa
 from aiokafka import AIOKafkaConsumer
@@ -51,8 +50,13 @@ tables)."""
 
 
 def decisions_table(records: list[DecisionRecord]) -> pa.Table:
-    rows = msgspec.to_builtins(records)
-    return pa.Table.from_pylist(rows, schema=DECISION_SCHEMA)
+    """Records as DECISION_SCHEMA rows (feature bytes as a list of float32)."""
+    columns = {name: [getattr(r, name) for r in records] for name in DECISION_SCHEMA.names}
+    vectors = np.frombuffer(b"".join(columns["features"]), dtype="<f4")
+    width = len(records[0].features) // 4 if records else 0
+    offsets = pa.array(np.arange(len(records) + 1, dtype=np.int32) * width)
+    columns["features"] = pa.ListArray.from_arrays(offsets, pa.array(vectors, pa.float32()))
+    return pa.table(columns, schema=DECISION_SCHEMA)
 
 
 def day_bounds_us(day: dt.date) -> tuple[int, int]:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import msgspec
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -70,7 +69,7 @@ def scripted_day(
             "decision_id": decision_id(tid, "2" if role == CANARY else "1", role),
             "transaction_id": tid, "card_id": card, "path": "stream", "role": role,
             "model_name": "m", "model_version": "2" if role == CANARY else "1",
-            "feature_version": "f", "features": [], "score": 0.9 if alert else 0.1,
+            "feature_version": "f", "features": [0.5, float(i)], "score": 0.9 if alert else 0.1,
             "threshold": 0.5, "decision": "alert" if alert else "allow",
             "event_time_us": event, "decision_time_us": event + 3_000,
         })  # fmt: skip
@@ -231,7 +230,10 @@ def test_the_decision_log_asset_reads_a_days_decisions_from_the_topic_once(
     sent = pa.concat_tables([day, day.slice(0, 5), rest, before])
     records = [
         (r.transaction_id.encode(), encode_decision(r))
-        for r in msgspec.convert(sent.to_pylist(), list[DecisionRecord])
+        for r in (
+            DecisionRecord(**{**row, "features": np.asarray(row["features"], "<f4").tobytes()})
+            for row in sent.to_pylist()
+        )
     ]
     asyncio.run(produce(kafka, topic, records))
     res = resources(tmp_path, with_canary.root, decision_log_bootstrap=kafka,
@@ -251,4 +253,6 @@ def test_the_decision_log_asset_reads_a_days_decisions_from_the_topic_once(
     assert got.num_rows == 60  # 50 stream + 10 REST, each once; the day before left out
     want = pa.concat_tables([day, rest])
     assert sorted(pairs(got)) == sorted(pairs(want))
+    vectors = dict(zip(pairs(want), want.column("features").to_pylist(), strict=True))
+    assert [vectors[p] for p in pairs(got)] == got.column("features").to_pylist()
     assert tables[1].sort_by("decision_id").equals(got.sort_by("decision_id"))

@@ -21,6 +21,7 @@ from fraud_core.rollout import (
     decision_id,
     decode_decision,
     encode_decision,
+    feature_vector,
     in_canary,
 )
 from fraud_core.schema import Transaction
@@ -59,7 +60,7 @@ def test_records_carry_the_float32_vector_and_round_trip(trained, history) -> No
     records = transaction_decisions("rest", CHAMPION, scorer, transactions, x, scorer.score(x))
     back = [decode_decision(encode_decision(r)) for r in records]
     assert back == records
-    assert np.array_equal(np.asarray([r.features for r in back], dtype=np.float32), x)
+    assert np.array_equal(np.asarray([feature_vector(r) for r in back]), x)
     assert {r.feature_version for r in back} == {trained.bundle.metadata.feature_version}
 
 

@@ -17,6 +17,7 @@ from fraud_core.rollout import (
     SHADOW,
     DecisionRecord,
     decode_decision,
+    feature_vector,
     in_canary,
 )
 from fraud_devtools.kafka import LocalKafka
@@ -78,7 +79,7 @@ def test_a_card_keeps_its_role_and_the_challenger_reaches_only_the_decision_log(
     for record in logged:
         by_role.setdefault(record.role, set()).add(record.transaction_id)
         assert record.path == "rest"
-        assert len(record.features) == len(trained.bundle.metadata.feature_names)
+        assert len(feature_vector(record)) == len(trained.bundle.metadata.feature_names)
     ids = {str(b["transaction_id"]) for b in sent}
     assert by_role[CHAMPION] | by_role[CANARY] == ids
     assert by_role[SHADOW] == ids  # every request sampled: shadow_sample=1
