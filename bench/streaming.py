@@ -39,13 +39,13 @@ from bench.batch import make_model
 from fraud_core.bundle import as_version
 from fraud_core.inference import Scorer
 from fraud_core.model_store import ModelStore, Served
+from fraud_core.outbox import Outbox
 from fraud_core.rollout import CANARY, CHALLENGER
 from fraud_core.state import CardState, MerchantState
 from fraud_data.landing import read_landing
 from fraud_data.simulator import SimulationConfig, generate
 from fraud_devtools.kafka import LocalKafka
 from fraud_devtools.stream_workers import LocalWorker, consume, produce, transaction_records
-from streaming.outbox import Outbox
 from streaming.scoring import CardEntry, Record, score_transactions
 
 console = Console()

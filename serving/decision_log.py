@@ -5,7 +5,8 @@ bounded in-process queue that never blocks a response.
 slow or gone, the queue fills and decisions are dropped, never buffered until the process
 runs out of memory (KServe's logger, kserve#6167). One task sends what is queued: it starts
 the producer (again and again while the broker is absent), hands records to aiokafka in
-batches and waits for their delivery, so aiokafka holds at most one batch per partition.
+record batches per partition (fraud_core.outbox: one send per partition, not per record)
+and waits for their delivery, so aiokafka holds at most one send's worth.
 Records that aiokafka could not deliver are dropped and counted as well. The service keeps
 serving without Kafka and says so in its readiness details.
 """
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from fraud_core.outbox import Outbox
 from fraud_core.rollout import DecisionRecord, encode_decision
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,7 @@ class DecisionLog:
             bootstrap_servers=self.bootstrap,
             acks=1,
             linger_ms=5,
+            max_batch_size=512 * 1024,
             request_timeout_ms=self.delivery_timeout_ms,
             client_id="fraudscale-serving-decisions",
         )
@@ -126,15 +129,13 @@ class DecisionLog:
         assert self._producer is not None
         batch = [self.queue.popleft() for _ in range(min(SEND_BATCH, len(self.queue)))]
         self.in_flight, self._sent_at = len(batch), time.monotonic()
+        outbox = Outbox()
+        for _, record in batch:
+            outbox.add(self.topic, record.transaction_id.encode(), encode_decision(record))
         try:
             async with asyncio.timeout(self.delivery_timeout_ms / 1000):
-                futures = [
-                    await self._producer.send(
-                        self.topic, encode_decision(r), key=r.transaction_id.encode()
-                    )
-                    for _, r in batch
-                ]
-                results = await asyncio.gather(*futures, return_exceptions=True)
+                sent = await outbox.flush_counted(self._producer)
+                results = await asyncio.gather(*(f for f, _ in sent), return_exceptions=True)
         except (KafkaError, OSError, TimeoutError) as exc:
             self.dropped["delivery_failed"] += len(batch)
             self.in_flight = 0
@@ -142,7 +143,9 @@ class DecisionLog:
             await self._stop_producer()  # a fresh producer once the broker is back
             return
         acked = time.monotonic()
-        failed = sum(isinstance(r, BaseException) for r in results)
+        failed = sum(
+            n for (_, n), r in zip(sent, results, strict=True) if isinstance(r, BaseException)
+        )
         self.dropped["delivery_failed"] += failed
         self.delivered += len(batch) - failed
         self.in_flight = 0

@@ -28,12 +28,12 @@ from redis.exceptions import RedisError
 
 from fraud_core.model_store import ModelHolder, Served
 from fraud_core.online_store import queue_states
+from fraud_core.outbox import Outbox
 from fraud_core.rollout import SHADOW, encode_decision
 from fraud_core.state import CardState, MerchantState
 from streaming import metrics
 from streaming.checkpoint import Checkpoint
 from streaming.faust_overrides import App, Consumer, kafka_producer
-from streaming.outbox import Outbox
 from streaming.scoring import (
     Alert,
     CardEntry,

@@ -43,7 +43,7 @@ def create_app(settings: StreamSettings) -> App:
         broker_commit_interval=1.0,
         producer_acks=-1,
         producer_linger=0.005,
-        # A batch's outputs go as few record batches (streaming.outbox): 16 KiB ones meant a
+        # A batch's outputs go as few record batches (fraud_core.outbox): 16 KiB ones meant a
         # produce request per ~25 decision records. Below the broker's 1 MiB message limit.
         producer_max_batch_size=512 * 1024,
         table_standby_replicas=1,  # a peer keeps each partition's table warm for takeover

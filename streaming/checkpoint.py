@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 
-from streaming.outbox import Outbox
+from fraud_core.outbox import Outbox
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ is reviewed against the new code.
 - `Consumer.committed_offset` tracks what the broker confirmed, overriding `_commit` and
   `seek_to_committed` (Faust's `_committed_offset` also moves when a commit fails).
 - `App` builds its transport with that consumer; `kafka_producer` reaches the aiokafka
-  producer under Faust's (`_ensure_producer`) for record batches (streaming.outbox).
+  producer under Faust's (`_ensure_producer`) for record batches (fraud_core.outbox).
 - `set_table_entry` writes a table's store directly (`Collection.data`) and names its
   changelog, for changelog records produced with a batch's outputs (streaming.tables).
 - `Worker` replaces the signal handlers (a deadline on shutdown) and drops the terminal

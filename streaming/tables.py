@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from faust.types import AppT, TableT
 
+from fraud_core.outbox import Outbox
 from streaming.faust_overrides import set_table_entry
-from streaming.outbox import Outbox
 from streaming.settings import CARD_TABLE, MERCHANT_TABLE
 
 

@@ -44,10 +44,10 @@ from fraud_core.bundle import BundleError
 from fraud_core.features import DAY_US, HOUR_US
 from fraud_core.model_store import ModelStore
 from fraud_core.online_store import write_states
+from fraud_core.outbox import Outbox, key_partition
 from fraud_core.schema import from_micros, split_valid, timestamps_us, to_micros
 from fraud_core.state import CardState, MerchantState, end_states
 from fraud_data.landing import read_landing
-from streaming.outbox import Outbox, key_partition
 from streaming.scoring import CardEntry, MerchantEntry, encode_entry
 from streaming.settings import CARD_TABLE, MERCHANT_TABLE, StreamSettings
 

@@ -26,6 +26,7 @@ from fraud_core.features import DAY_US, arrow_columns, feature_matrix
 from fraud_core.inference import Scorer
 from fraud_core.model_store import ModelStore
 from fraud_core.online_store import card_key
+from fraud_core.outbox import key_partition
 from fraud_core.schema import LABELLED_SCHEMA, from_micros, timestamps_us
 from fraud_core.scoring import Score
 from fraud_core.state import CardState, MerchantState, decode_card_state, end_states, replay
@@ -33,7 +34,6 @@ from fraud_devtools.kafka import LocalKafka
 from fraud_devtools.processes import wait_until
 from fraud_devtools.redis_server import LocalRedis
 from fraud_devtools.stream_workers import consume, label_records, produce, transaction_records
-from streaming.outbox import key_partition
 from streaming.scoring import Alert, decode_card_entry, decode_merchant_entry
 from streaming.settings import StreamSettings
 from streaming.warm import TablesNotEmptyError, warm_start

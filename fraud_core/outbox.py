@@ -1,4 +1,6 @@
-"""The records one batch produces, handed to Kafka as one record batch per topic partition.
+"""The records one batch produces, handed to Kafka as one record batch per topic partition
+(the stream workers' outputs, the REST service's decision log; needs aiokafka, which the
+`serving` and `streaming` extras install).
 
 `AIOKafkaProducer.send` runs a coroutine, metadata checks and an append to the accumulator for
 every record; building record batches ourselves and submitting each with `send_batch` does
@@ -55,8 +57,14 @@ class Outbox:
 
         The records are in the producer's accumulator when this returns, so a later
         `producer.flush()` (Faust's, before it commits offsets) waits for them too."""
+        return [future for future, _ in await self.flush_counted(producer)]
+
+    async def flush_counted(
+        self, producer: AIOKafkaProducer
+    ) -> list[tuple[asyncio.Future[Any], int]]:
+        """`flush`, each record batch's future with the number of records it holds."""
         topics, self._topics = self._topics, defaultdict(list)
-        sent: list[asyncio.Future[Any]] = []
+        sent: list[tuple[asyncio.Future[Any], int]] = []
         # A transaction's score, alert and decisions share its key: murmur2 (pure Python,
         # microseconds a key) once per key and partition count.
         known: dict[tuple[bytes, int], int] = {}
@@ -81,8 +89,10 @@ class Outbox:
                     ):
                         if batch.record_count() == 0:
                             raise ValueError(f"a record for {topic} is larger than a batch")
-                        sent.append(await producer.send_batch(batch, topic, partition=partition))
+                        future = await producer.send_batch(batch, topic, partition=partition)
+                        sent.append((future, batch.record_count()))
                         batch = producer.create_batch()
                 if batch.record_count():
-                    sent.append(await producer.send_batch(batch, topic, partition=partition))
+                    future = await producer.send_batch(batch, topic, partition=partition)
+                    sent.append((future, batch.record_count()))
         return sent
