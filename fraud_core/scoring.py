@@ -177,7 +177,7 @@ def score_by_role(
             role, scorer = served.for_card(t.card_id)
             groups.setdefault(role, (scorer, []))[1].append(i)
     return [
-        _scored(role, scorer, rows, transactions, stateful)
+        score_as(role, scorer, rows, transactions, stateful)
         for role, (scorer, rows) in groups.items()
     ]
 
@@ -192,21 +192,26 @@ def shadow_scores(
     of the transaction id), from the same stateful features; None without a challenger."""
     if served.shadow is None or sample <= 0.0:
         return None
-    rows = (
-        list(range(len(transactions)))
-        if sample >= 1.0
-        else [i for i, t in enumerate(transactions) if bucket(t.transaction_id) < sample]
-    )
-    return _scored(SHADOW, served.shadow, rows, transactions, stateful) if rows else None
+    rows = sampled(transactions, sample)
+    return score_as(SHADOW, served.shadow, rows, transactions, stateful) if rows else None
 
 
-def _scored(
+def sampled(transactions: Sequence[Transaction], share: float) -> list[int]:
+    """Positions of the transactions in a `share` of them, by a hash of the transaction id
+    (the same transactions on every path and retry)."""
+    if share >= 1.0:
+        return list(range(len(transactions)))
+    return [i for i, t in enumerate(transactions) if bucket(t.transaction_id) < share]
+
+
+def score_as(
     role: str,
     scorer: Scorer,
     rows: list[int],
     transactions: Sequence[Transaction],
     stateful: Sequence[Sequence[float]],
 ) -> RoleScores:
+    """`scorer`'s scores, in `role`, of the transactions at `rows`."""
     everything = len(rows) == len(transactions)
     chosen = transactions if everything else [transactions[i] for i in rows]
     values = stateful if everything else [stateful[i] for i in rows]

@@ -40,9 +40,13 @@ class DecisionLog:
         capacity: int = 10_000,
         retry_seconds: float = 2.0,
         delivery_timeout_ms: int = 5_000,
+        linger_seconds: float = 0.1,
     ) -> None:
         self.bootstrap, self.topic, self.capacity = bootstrap, topic, capacity
         self.retry_seconds, self.delivery_timeout_ms = retry_seconds, delivery_timeout_ms
+        self.linger_seconds = linger_seconds
+        """How long the sender lets decisions gather before a send: a produce request (and its
+        acknowledgement) per micro-batch would cost the server more than the decisions."""
         self.queue: deque[tuple[float, DecisionRecord]] = deque()
         self.dropped = {"queue_full": 0, "delivery_failed": 0}
         self.offered = 0
@@ -103,6 +107,8 @@ class DecisionLog:
             if not self.queue:
                 self._wake.clear()
                 await self._wake.wait()
+            if len(self.queue) < SEND_BATCH:
+                await asyncio.sleep(self.linger_seconds)
             await self._send_some()
 
     async def _start_producer(self) -> bool:

@@ -20,16 +20,18 @@ import msgspec
 import numpy as np
 from opentelemetry.trace import Tracer
 
+from fraud_core.inference import Scorer
 from fraud_core.model_store import ModelHolder, Served
-from fraud_core.rollout import now_us
+from fraud_core.rollout import SHADOW, now_us
 from fraud_core.schema import Transaction
 from fraud_core.scoring import (
     RoleScores,
     Score,
     build_scores,
     role_decisions,
+    sampled,
+    score_as,
     score_by_role,
-    shadow_scores,
     stateful_rows,
 )
 from serving.batching import MicroBatcher, micro_batcher
@@ -53,6 +55,11 @@ def role_keys(transactions: Sequence[Transaction], served: Served) -> list[str]:
         role, scorer = served.for_card(t.card_id)
         keys.append(cache_key(t, scorer.version, role))
     return keys
+
+
+SHADOW_GATHER_SECONDS = 0.05
+"""How long sampled requests wait for the challenger: shadow scoring is off the response path,
+and one onnxruntime call for all of them is cheaper than one per micro-batch."""
 
 
 class _Request(NamedTuple):
@@ -86,6 +93,8 @@ class ScoringPipeline:
         self.models, self.online_state, self.cache = models, online_state, cache
         self.tracer, self.reasons, self.on_batch = tracer, reasons, on_batch
         self.decision_log, self.shadow_sample = decision_log, shadow_sample
+        self._shadow_waiting: list[tuple[Scorer, list[Transaction], list[list[float]]]] = []
+        self._shadow_timer: asyncio.TimerHandle | None = None
         self.decided: dict[tuple[str, str], list[int]] = {}
         """(model version, role) -> [scores, alerts] computed (not served from the cache)."""
         self.batcher: MicroBatcher[_Request, list[Score]] = micro_batcher(
@@ -171,10 +180,35 @@ class ScoringPipeline:
         parts: list[RoleScores],
         decided_at: int,
     ) -> None:
-        """Queue the batch's decisions, and the challenger's shadow scores of a sample."""
+        """Queue the batch's decisions; hold its sample for the challenger's shadow scoring."""
         assert self.decision_log is not None
-        shadow = shadow_scores(served, misses, stateful, self.shadow_sample)
-        records = []
-        for part in [*parts, shadow] if shadow else parts:
-            records += role_decisions("rest", part, misses, decided_at)
-        self.decision_log.offer(records)
+        self.decision_log.offer(
+            [r for part in parts for r in role_decisions("rest", part, misses, decided_at)]
+        )
+        shadow = served.shadow
+        rows = sampled(misses, self.shadow_sample) if shadow and self.shadow_sample > 0 else []
+        if shadow is None or not rows:
+            return
+        self._shadow_waiting.append(
+            (shadow, [misses[i] for i in rows], [stateful[i] for i in rows])
+        )
+        if self._shadow_timer is None:
+            self._shadow_timer = asyncio.get_running_loop().call_later(
+                SHADOW_GATHER_SECONDS, self._score_shadow
+            )
+
+    def _score_shadow(self) -> None:
+        """The challenger's scores of the sampled requests since the last call, one
+        onnxruntime call per challenger (not one per micro-batch), to the decision log."""
+        assert self.decision_log is not None
+        self._shadow_timer = None
+        waiting, self._shadow_waiting = self._shadow_waiting, []
+        by_model: dict[int, tuple[Scorer, list[Transaction], list[list[float]]]] = {}
+        for scorer, transactions, stateful in waiting:
+            _, gathered, values = by_model.setdefault(id(scorer), (scorer, [], []))
+            gathered += transactions
+            values += stateful
+        for scorer, transactions, stateful in by_model.values():
+            rows = list(range(len(transactions)))
+            part = score_as(SHADOW, scorer, rows, transactions, stateful)
+            self.decision_log.offer(role_decisions("rest", part, transactions))
