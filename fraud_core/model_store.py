@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -217,6 +218,11 @@ class Served:
         if self.canary is not None and in_canary(card_id, self.canary_share):
             return CANARY, self.canary
         return CHAMPION, self.champion
+
+    @functools.cached_property
+    def canary_shares_contract(self) -> bool:
+        """Whether the canary encodes features as the champion does (one matrix serves both)."""
+        return self.canary is not None and self.canary.contract == self.champion.contract
 
     @property
     def roles(self) -> dict[str, Scorer]:

@@ -15,6 +15,7 @@ skew check and the verdict read it back.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Sequence
@@ -56,9 +57,13 @@ def bucket(key: str) -> float:
     return int.from_bytes(digest, "big") / _BUCKETS
 
 
+_card_bucket = functools.lru_cache(maxsize=1 << 16)(bucket)
+"""Cards come back (transaction ids do not): their buckets are remembered, 64k of them."""
+
+
 def in_canary(card_id: str, share: float) -> bool:
     """Whether the canary answers this card at a traffic share of `share`."""
-    return share > 0.0 and bucket(card_id) < share
+    return share > 0.0 and _card_bucket(card_id) < share
 
 
 def decision_id(transaction_id: str, model_version: str, role: str) -> str:

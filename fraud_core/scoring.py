@@ -168,16 +168,24 @@ def score_by_role(
     served: Served, transactions: Sequence[Transaction], stateful: Sequence[Sequence[float]]
 ) -> list[RoleScores]:
     """Score each transaction with the model of its card's role (champion or canary), one
-    onnxruntime call per role, each model's inputs encoded with its own vocabularies."""
+    onnxruntime call per role, each model's inputs encoded with its own vocabularies (the
+    matrix is built once when the canary's vocabularies are the champion's, as they are for
+    models trained on the same days: building it costs more than scoring it)."""
     if served.canary is None:
-        groups = {CHAMPION: (served.champion, list(range(len(transactions))))}
-    else:
-        groups = {}
-        for i, t in enumerate(transactions):
-            role, scorer = served.for_card(t.card_id)
-            groups.setdefault(role, (scorer, []))[1].append(i)
+        return [score_as(CHAMPION, served.champion, list(range(len(transactions))),
+                         transactions, stateful)]  # fmt: skip
+    groups: dict[str, tuple[Scorer, list[int]]] = {}
+    for i, t in enumerate(transactions):
+        role, scorer = served.for_card(t.card_id)
+        groups.setdefault(role, (scorer, []))[1].append(i)
+    if len(groups) == 1 or not served.canary_shares_contract:
+        return [
+            score_as(role, scorer, rows, transactions, stateful)
+            for role, (scorer, rows) in groups.items()
+        ]
+    x = transaction_matrix(transactions, stateful, served.champion.contract)
     return [
-        score_as(role, scorer, rows, transactions, stateful)
+        RoleScores(role, scorer, rows, x[rows], scorer.score(x[rows]))
         for role, (scorer, rows) in groups.items()
     ]
 
