@@ -1,12 +1,14 @@
-"""The local model store: published bundles by version, and an atomically replaced pointer;
-and the registry alias as the other place a champion can be named.
+"""The local model store: published bundles by version, and an atomically replaced pointer
+per role; and the registry's aliases as the other place roles can be named.
 
     <root>/versions/<version>/model.onnx   one file per published bundle, never rewritten
     <root>/CHAMPION                         the version to serve (replaced with os.replace)
+    <root>/CANARY                           "<version> <share>": answers that share of cards
+    <root>/CHALLENGER                       the version scoring in shadow
 
-Readers (the REST service, the stream workers) resolve the pointer and load that version's
-file; a publisher writes the new version's file first and then swaps the pointer, so a reader
-sees the old champion or the new one, never a mixture. Rolling back is pointing at an older
+Readers (the REST service, the stream workers) resolve the pointers and load those versions'
+files; a publisher writes the new version's file first and then swaps a pointer, so a reader
+sees the old models or the new ones, never a mixture. Rolling back is pointing at an older
 version.
 """
 

@@ -13,15 +13,17 @@ PREFIX = "FRAUD_SERVING_"
 
 class ServingSettings(msgspec.Struct, frozen=True, kw_only=True):
     model_store_dir: str = "data/models"
-    """The local model store the asset graph publishes to (its CHAMPION pointer is watched)."""
+    """The local model store the asset graph publishes to (its role pointers CHAMPION, CANARY
+    and CHALLENGER are watched)."""
     model_poll_seconds: float = 1.0
-    """How often the store's pointer (or the registry alias) is checked for a new publication."""
+    """How often the store's pointers (or the registry's aliases) are checked for changes."""
     mlflow_tracking_uri: str = ""
-    """An MLflow tracking server or store: when set, the model served is the one its registry
-    alias `champion` names (bundles mirrored into `model_store_dir`); empty: the local
-    store's CHAMPION pointer. Needs mlflow installed (the `assets` extra has it)."""
+    """An MLflow tracking server or store: when set, the models served are the ones its
+    registry aliases `champion`, `canary` and `challenger` name (bundles mirrored into
+    `model_store_dir`); empty: the local store's pointers. Needs mlflow installed (the
+    `assets` extra has it)."""
     mlflow_model_name: str = "fraudscale-fraud"
-    """The registered model whose alias is followed."""
+    """The registered model whose aliases are followed."""
     max_batch_transactions: int = 1000
     """Most transactions accepted in one POST /v1/score/batch."""
     max_body_bytes: int = 1_000_000

@@ -30,9 +30,10 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     replication_factor: int = 1
     """Replicas of each topic the app creates (3 on a production cluster)."""
     model_store_dir: str = "data/models"
-    """The local model store the asset graph publishes to (its CHAMPION pointer is watched)."""
+    """The local model store the asset graph publishes to (its role pointers CHAMPION, CANARY
+    and CHALLENGER are watched)."""
     model_poll_seconds: float = 1.0
-    """How often the store's pointer is checked for a new publication."""
+    """How often the store's pointers are checked for a new publication or rollout step."""
     redis_url: str = ""
     """Where card and merchant states are written for the REST service, e.g.
     redis://127.0.0.1:6379/0; empty: the stream keeps them in its tables only."""
