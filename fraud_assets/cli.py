@@ -14,7 +14,7 @@ from fraud_assets.defs.resources import resources_for
 from fraud_assets.lib.registry import BUNDLE_VERSION_TAG, CHAMPION_ALIAS, roll_back
 from fraud_assets.lib.rollout import CANDIDATE_ROLES, Rollout
 from fraud_assets.settings import AssetSettings
-from fraud_core.bundle import read_bundle
+from fraud_core.bundle import BundleError, read_bundle
 from fraud_core.rollout import CANARY, CHALLENGER
 
 console = Console()
@@ -134,7 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command.prog.split()[-1] not in ("list", "rollback"):
             command.add_argument("--reason", default="", help="recorded in MLflow")
     args = parser.parse_args(argv)
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except (BundleError, ValueError) as exc:  # a refused model or a wrong step: say why
+        console.print(f"[red]{args.command}: {exc}[/red]")
+        return 2
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from fraud_core.rollout import (
     in_canary,
 )
 from fraud_devtools.stream_workers import produce
+from tests.conftest import relabelled
 
 pytestmark = pytest.mark.integration
 
@@ -256,3 +257,37 @@ def test_the_decision_log_asset_reads_a_days_decisions_from_the_topic_once(
     vectors = dict(zip(pairs(want), want.column("features").to_pylist(), strict=True))
     assert [vectors[p] for p in pairs(got)] == got.column("features").to_pylist()
     assert tables[1].sort_by("decision_id").equals(got.sort_by("decision_id"))
+
+
+def test_fraudscale_models_moves_a_candidate_through_its_roles_and_records_each_step(
+    tmp_path: Path, trained, second_model, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
+    from fraud_assets import cli
+    from fraud_core.bundle import write_bundle
+
+    monkeypatch.setenv("FRAUD_ASSETS_DATA_DIR", str(tmp_path))
+    store = ModelStore(tmp_path / "models")
+    store.publish(trained.bundle)
+    candidate = write_bundle(second_model.bundle, tmp_path / "candidate.onnx")
+    assert cli.main(["publish", str(candidate), "--role", "challenger"]) == 0
+    assert store.plan() == RolloutPlan(champion="1", challenger="2")
+    assert cli.main(["canary", "2", "--share", "0.2", "--reason", "seen in shadow"]) == 0
+    assert store.plan() == RolloutPlan(champion="1", canary="2", canary_share=0.2, challenger="2")
+    assert cli.main(["end", "--role", "challenger"]) == 0
+    assert cli.main(["promote"]) == 0
+    assert store.plan() == RolloutPlan(champion="2")
+    client = MlflowResource(local_dir=str(tmp_path / "mlflow")).client()
+    experiment = client.get_experiment_by_name("fraudscale-rollout").experiment_id
+    actions = [r.data.params.get("action") for r in client.search_runs([experiment])]
+    assert {"publish", "start_canary", "end", "promote"} <= set(actions)
+    assert (
+        client.get_model_version_by_alias("fraudscale-fraud", "champion").tags["bundle_version"]
+        == "2"
+    )
+    other = write_bundle(relabelled(second_model.bundle, 2 * DEFAULT_LABEL_DELAY_US),
+                         tmp_path / "other.onnx")  # fmt: skip
+    assert cli.main(["publish", str(other), "--role", "canary", "--share", "0.1"]) == 2
+    assert "label delay of 6 days" in " ".join(capsys.readouterr().out.split())
+    assert cli.main(["promote"]) == 2  # no canary left to promote
+    assert store.plan() == RolloutPlan(champion="2")
