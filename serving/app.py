@@ -126,6 +126,7 @@ def create_app(
                 await watcher
             await state.close()
             if decisions is not None:
+                services.scoring.flush_shadow()
                 await decisions.close()
             if cache is not None:
                 await cache.drain()

@@ -122,7 +122,11 @@ class DecisionLog:
         )
         try:
             await producer.start()
-        except (KafkaError, OSError) as exc:
+            # The topic's partitions (created by the broker here if it creates topics itself):
+            # "connected" means records can go out now.
+            async with asyncio.timeout(self.delivery_timeout_ms / 1000):
+                await producer.partitions_for(self.topic)
+        except (KafkaError, OSError, TimeoutError) as exc:
             self._note_down(exc)
             with contextlib.suppress(Exception):
                 await producer.stop()

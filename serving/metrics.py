@@ -152,11 +152,16 @@ class _RolloutCollector(Collector):
             "fraudscale_decision_log_delivered", "Decisions Kafka acknowledged."
         )
         delivered.add_metric([], log.delivered)
+        offered = CounterMetricFamily(
+            "fraudscale_decision_log_offered",
+            "Decisions made: each is delivered, dropped or waiting (queue depth).",
+        )
+        offered.add_metric([], log.offered)
         connected = GaugeMetricFamily(
             "fraudscale_decision_log_connected", "1 while the decision log's producer is up."
         )
         connected.add_metric([], float(log.connected))
-        yield from (depth, dropped, delivered, connected)
+        yield from (depth, dropped, delivered, offered, connected)
 
 
 def metrics_middleware(app: ASGIApp) -> ASGIApp:

@@ -197,6 +197,13 @@ class ScoringPipeline:
                 SHADOW_GATHER_SECONDS, self._score_shadow
             )
 
+    def flush_shadow(self) -> None:
+        """Score what waits for the challenger now (at shutdown, before the decision log
+        drains)."""
+        if self._shadow_timer is not None:
+            self._shadow_timer.cancel()
+            self._score_shadow()
+
     def _score_shadow(self) -> None:
         """The challenger's scores of the sampled requests since the last call, one
         onnxruntime call per challenger (not one per micro-batch), to the decision log."""
