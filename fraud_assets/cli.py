@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -73,22 +73,15 @@ def _canary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _end(args: argparse.Namespace) -> int:
-    version = rollout_from_env().end(args.role, reason=args.reason)
-    console.print(f"{args.role} {version or '(none)'} ended")
-    return 0
+def _step(step: str, done: str) -> Callable[[argparse.Namespace], int]:
+    """A command taking a role through one rollout step (end, abort, promote)."""
 
+    def run(args: argparse.Namespace) -> int:
+        version = getattr(rollout_from_env(), step)(args.role, reason=args.reason)
+        console.print(f"{args.role} {version or '(none)'} {done}")
+        return 0
 
-def _abort(args: argparse.Namespace) -> int:
-    version = rollout_from_env().abort(args.role, reason=args.reason)
-    console.print(f"{args.role} {version or '(none)'} aborted")
-    return 0
-
-
-def _promote(args: argparse.Namespace) -> int:
-    version = rollout_from_env().promote(args.role, reason=args.reason)
-    console.print(f"{version} promoted from {args.role} to champion")
-    return 0
+    return run
 
 
 def _rollback(args: argparse.Namespace) -> int:
@@ -123,9 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     canary.add_argument("--share", type=float, required=True)
     canary.set_defaults(run=_canary)
     for name, run, help_text in (
-        ("end", _end, "end a role (the champion answers every card again)"),
-        ("abort", _abort, "abort a canary or challenger (recorded as an abort)"),
-        ("promote", _promote, "make the canary (or challenger) champion"),
+        ("end", _step("end", "ended"), "end a role (the champion answers every card again)"),
+        ("abort", _step("abort", "aborted"), "abort a canary or challenger (recorded)"),
+        ("promote", _step("promote", "promoted to champion"), "make the canary champion"),
     ):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--role", choices=CANDIDATE_ROLES, default=CANARY)

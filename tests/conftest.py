@@ -107,23 +107,30 @@ def reference_features(history: pa.Table, contract: DataContract) -> np.ndarray:
     return feature_matrix(model_columns(history), contract)
 
 
-@pytest.fixture(scope="session")
-def trained(history: pa.Table, reference_features: np.ndarray, contract: DataContract):  # type: ignore[no-untyped-def]
-    """A LightGBM bundle trained on days 3-9 and validated on days 10-13."""
-    from fraud_training.lightgbm_trainer import LightGBMParams, train_bundle
+def train_on_days(history: pa.Table, features: np.ndarray, contract: DataContract, **options):  # type: ignore[no-untyped-def]
+    """A LightGBM bundle trained on days 3-9 and validated on days 10-13 of the small world
+    (`options` go to train_bundle)."""
+    from fraud_training.lightgbm_trainer import train_bundle
 
     day = history_days(history)
     labels = np.asarray(history.column("is_fraud"))
     train = (day >= 3) & (day < 10)
     valid = day >= 10
     return train_bundle(
-        reference_features[train],
-        labels[train],
-        reference_features[valid],
-        labels[valid],
-        contract=contract,
+        features[train], labels[train], features[valid], labels[valid], contract=contract,
+        **options,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def trained(history: pa.Table, reference_features: np.ndarray, contract: DataContract):  # type: ignore[no-untyped-def]
+    """A LightGBM bundle trained on days 3-9 and validated on days 10-13."""
+    from fraud_training.lightgbm_trainer import LightGBMParams
+
+    return train_on_days(
+        history, reference_features, contract,
         params=LightGBMParams(n_estimators=60, min_child_samples=50),
-    )
+    )  # fmt: skip
 
 
 def with_unknown_labels(table: pa.Table, every: int = 7) -> pa.Table:
@@ -180,22 +187,12 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def second_model(history: pa.Table, reference_features: np.ndarray, contract: DataContract):  # type: ignore[no-untyped-def]
     """Another LightGBM bundle (version "2", fewer trees, twice the alert rate) on the same
     days and contract: a candidate for the canary and challenger roles."""
-    from fraud_training.lightgbm_trainer import ALERT_RATE, LightGBMParams, train_bundle
+    from fraud_training.lightgbm_trainer import ALERT_RATE, LightGBMParams
 
-    day = history_days(history)
-    labels = np.asarray(history.column("is_fraud"))
-    train = (day >= 3) & (day < 10)
-    valid = day >= 10
-    return train_bundle(
-        reference_features[train],
-        labels[train],
-        reference_features[valid],
-        labels[valid],
-        contract=contract,
-        version="2",
-        params=LightGBMParams(n_estimators=25, min_child_samples=80),
-        alert_rate=2 * ALERT_RATE,
-    )
+    return train_on_days(
+        history, reference_features, contract, version="2",
+        params=LightGBMParams(n_estimators=25, min_child_samples=80), alert_rate=2 * ALERT_RATE,
+    )  # fmt: skip
 
 
 CANARY_SHARE = 0.5

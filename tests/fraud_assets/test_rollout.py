@@ -143,6 +143,17 @@ def verdict_then_sensor(
     return res, (result, rollout_defs.rollout_verdict_sensor(context))
 
 
+def run_requested(
+    request: dg.RunRequest, job_name: str, res: dict[str, Any], instance: dg.DagsterInstance
+) -> None:
+    """Run the job the sensor asked for, as the daemon would."""
+    assert request.job_name == job_name
+    job = next(j for j in rollout_defs.jobs if j.name == job_name)
+    assert job.execute_in_process(
+        run_config=request.run_config, resources=res, instance=instance
+    ).success
+
+
 @pytest.fixture
 def with_canary(tmp_path: Path, trained, second_model) -> ModelStore:  # type: ignore[no-untyped-def]
     store = ModelStore(tmp_path / "models")
@@ -162,11 +173,7 @@ def test_a_canary_with_a_doubled_alert_rate_fails_its_check_and_is_aborted(
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed
     (request,) = sensed.run_requests
-    assert request.job_name == "abort_canary_job"
-    job = next(j for j in rollout_defs.jobs if j.name == "abort_canary_job")
-    assert job.execute_in_process(
-        run_config=request.run_config, resources=res, instance=instance
-    ).success
+    run_requested(request, "abort_canary_job", res, instance)
     assert with_canary.plan() == RolloutPlan(champion="1")
     client = res["mlflow_tracking"].client()
     runs = client.search_runs(
@@ -198,11 +205,7 @@ def test_a_better_canary_is_promoted_once_its_labels_arrived(
     (check,) = result.get_asset_check_evaluations()
     assert check.passed
     (request,) = sensed.run_requests
-    assert request.job_name == "promote_canary_job"
-    job = next(j for j in rollout_defs.jobs if j.name == "promote_canary_job")
-    assert job.execute_in_process(
-        run_config=request.run_config, resources=res, instance=instance
-    ).success
+    run_requested(request, "promote_canary_job", res, instance)
     assert with_canary.plan() == RolloutPlan(champion="2")
     client = res["mlflow_tracking"].client()
     assert (
@@ -267,6 +270,7 @@ def test_fraudscale_models_moves_a_candidate_through_its_roles_and_records_each_
     from fraud_core.bundle import write_bundle
 
     monkeypatch.setenv("FRAUD_ASSETS_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri sets it
     store = ModelStore(tmp_path / "models")
     store.publish(trained.bundle)
     candidate = write_bundle(second_model.bundle, tmp_path / "candidate.onnx")

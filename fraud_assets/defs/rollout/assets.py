@@ -302,37 +302,26 @@ def start_canary(
     context.log.info(f"canary {config.version} answers {config.share:.1%} of cards")
 
 
-@dg.op
-def end_role(
-    context: dg.OpExecutionContext,
-    config: RoleConfig,
-    storage: StorageResource,
-    mlflow_tracking: MlflowResource,
-) -> None:
-    version = _rollout(storage, mlflow_tracking).end(config.role, reason=config.reason)
-    context.log.info(f"{config.role} {version} ended")
+def _role_op(name: str, step: str, done: str) -> dg.OpDefinition:
+    """An op that takes a role through one rollout step (end, abort, promote)."""
+
+    @dg.op(name=name)
+    def move(
+        context: dg.OpExecutionContext,
+        config: RoleConfig,
+        storage: StorageResource,
+        mlflow_tracking: MlflowResource,
+    ) -> None:
+        rollout = _rollout(storage, mlflow_tracking)
+        version = getattr(rollout, step)(config.role, reason=config.reason)
+        context.log.info(f"{config.role} {version} {done}: {config.reason}")
+
+    return move
 
 
-@dg.op
-def abort_role(
-    context: dg.OpExecutionContext,
-    config: RoleConfig,
-    storage: StorageResource,
-    mlflow_tracking: MlflowResource,
-) -> None:
-    version = _rollout(storage, mlflow_tracking).abort(config.role, reason=config.reason)
-    context.log.warning(f"{config.role} {version} aborted: {config.reason}")
-
-
-@dg.op
-def promote_role(
-    context: dg.OpExecutionContext,
-    config: RoleConfig,
-    storage: StorageResource,
-    mlflow_tracking: MlflowResource,
-) -> None:
-    version = _rollout(storage, mlflow_tracking).promote(config.role, reason=config.reason)
-    context.log.info(f"{version} promoted from {config.role} to champion")
+end_role = _role_op("end_role", "end", "ended")
+abort_role = _role_op("abort_role", "abort", "aborted")
+promote_role = _role_op("promote_role", "promote", "promoted to champion")
 
 
 @dg.job(description="Publish a candidate bundle as challenger (shadow) or canary.")
