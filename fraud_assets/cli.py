@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from fraud_assets.defs.resources import resources_for
+from fraud_assets.defs.resources import resources_for, rollout_of
 from fraud_assets.lib.registry import BUNDLE_VERSION_TAG, CHAMPION_ALIAS, roll_back
 from fraud_assets.lib.rollout import CANDIDATE_ROLES, Rollout
 from fraud_assets.settings import AssetSettings
@@ -50,13 +50,7 @@ def _list(_: argparse.Namespace) -> int:
 
 def rollout_from_env() -> Rollout:
     resources = resources_for(AssetSettings.from_env())
-    tracking = resources["mlflow_tracking"]
-    return Rollout(
-        resources["storage"].model_store,
-        tracking.client(),
-        tracking.registered_model,
-        tracking.experiment,
-    )
+    return rollout_of(resources["storage"], resources["mlflow_tracking"])
 
 
 def _publish(args: argparse.Namespace) -> int:

@@ -17,9 +17,13 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
-from fraud_assets.defs.resources import MlflowResource, StorageResource, resources_for
+from fraud_assets.defs.resources import (
+    MlflowResource,
+    StorageResource,
+    resources_for,
+    rollout_of,
+)
 from fraud_assets.lib.candidates import CHALLENGER, LIGHTGBM, load_candidate
-from fraud_assets.lib.rollout import Rollout
 from fraud_assets.lib.warehouse import read_days
 from fraud_assets.runs import materialize_graph
 from fraud_assets.settings import AssetSettings
@@ -112,10 +116,7 @@ def publish_canary(storage: StorageResource, tracking: MlflowResource) -> str | 
     for kind in (LIGHTGBM, CHALLENGER):
         bundle = load_candidate(storage, kind).bundle
         if bundle.metadata.version != champion:
-            rollout = Rollout(
-                storage.model_store, tracking.client(), tracking.registered_model,
-                tracking.experiment,
-            )  # fmt: skip
+            rollout = rollout_of(storage, tracking)
             return rollout.publish(bundle, CANARY, share=CANARY_SHARE, reason="make demo")
     return None
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from fraud_core.bundle import BundleError, ModelBundle, read_bundle, write_bundle
+from fraud_core.bundle import BundleError, ModelBundle, read_bundle, validate_bundle, write_bundle
 from fraud_core.inference import Scorer
 from fraud_core.rollout import CANARY, CHALLENGER, CHAMPION, SHADOW, RolloutPlan, in_canary
 
@@ -261,30 +261,24 @@ class ModelHolder:
     def ready(self) -> bool:
         return self.served is not None
 
-    def _scorer(self, version: str | None, loaded: dict[str, Scorer]) -> Scorer | None:
+    def _scorer(
+        self, version: str | None, loaded: dict[str, Scorer], label_delay_us: int | None = None
+    ) -> Scorer | None:
+        """The Scorer of `version` (loaded once); with `label_delay_us`, refused unless the
+        model was trained with that label delay (bundle validation's own check)."""
         if not version:
             return None
-        if version not in loaded:
-            try:
+        try:
+            if version not in loaded:
                 loaded[version] = Scorer(self.store.load(version), intra_op_threads=self.threads)
-            except BundleError as exc:
-                self.load_failures += 1
-                self.last_error = str(exc)
-                log.error("refused model %s: %s", version, exc)
-                return None
+            if label_delay_us is not None:
+                validate_bundle(loaded[version].bundle, label_delay_us=label_delay_us)
+        except BundleError as exc:
+            self.load_failures += 1
+            self.last_error = str(exc)
+            log.error("refused model %s: %s", version, exc)
+            return None
         return loaded[version]
-
-    def _same_delay(self, scorer: Scorer | None, champion: Scorer, role: str) -> Scorer | None:
-        if scorer is None or scorer.contract.label_delay_us == champion.contract.label_delay_us:
-            return scorer
-        self.load_failures += 1
-        self.last_error = (
-            f"{role} {scorer.bundle.label} refused: trained with a label delay of "
-            f"{scorer.contract.label_delay_us / 86_400e6:g} days, the champion "
-            f"{champion.contract.label_delay_us / 86_400e6:g}"
-        )
-        log.error(self.last_error)
-        return None
 
     def refresh(self) -> bool:
         """Load what the plan names if it changed; True when the served models changed."""
@@ -299,11 +293,12 @@ class ModelHolder:
             champion = before.champion if before else None
         if champion is None:
             return False
+        delay = champion.contract.label_delay_us  # the online state follows the champion's
         served = Served(
             champion=champion,
-            canary=self._same_delay(self._scorer(plan.canary, loaded), champion, CANARY),
+            canary=self._scorer(plan.canary, loaded, delay),
             canary_share=plan.canary_share,
-            shadow=self._same_delay(self._scorer(plan.challenger, loaded), champion, SHADOW),
+            shadow=self._scorer(plan.challenger, loaded, delay),
         )
         if before is not None and _versions(before) == _versions(served):
             return False

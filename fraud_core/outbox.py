@@ -23,6 +23,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 Headers = list[tuple[str, bytes]]
+RECORD_BATCH_BYTES = 512 * 1024
+"""The producers' record-batch size (aiokafka's default, 16 KiB, meant a produce request per
+~25 decision records); below the broker's 1 MiB message limit."""
 
 
 def key_partition(key: bytes | None, partitions: int) -> int:

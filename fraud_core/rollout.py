@@ -31,7 +31,6 @@ SHADOW = "shadow"
 CHALLENGER = "challenger"
 """The plan's slot (store pointer, registry alias) whose model scores in the shadow role."""
 ROLES = (CHAMPION, CANARY, SHADOW)
-PATHS = ("rest", "stream", "batch")
 _BUCKETS = float(1 << 64)
 
 
@@ -44,10 +43,6 @@ class RolloutPlan(msgspec.Struct, frozen=True, kw_only=True):
     """Share of cards in [0, 1] the canary answers (by the card id's `bucket`)."""
     challenger: str | None = None
     """Scored in the shadow role."""
-
-    @property
-    def versions(self) -> set[str]:
-        return {v for v in (self.champion, self.canary, self.challenger) if v}
 
 
 def bucket(key: str) -> float:

@@ -190,6 +190,27 @@ def score_by_role(
     ]
 
 
+def role_answers(
+    parts: Sequence[RoleScores],
+    transactions: Sequence[Transaction],
+    *,
+    reasons: int = 3,
+    degraded: bool = False,
+) -> list[Score]:
+    """The answers of `score_by_role`'s parts, in the transactions' order, each saying which
+    model and role answered."""
+    answers: list[Score | None] = [None] * len(transactions)
+    for part in parts:
+        chosen = [transactions[i] for i in part.rows]
+        built = build_scores(
+            part.scorer, chosen, part.x, part.scores, reasons=reasons, degraded=degraded,
+            role=part.role,
+        )  # fmt: skip
+        for i, score in zip(part.rows, built, strict=True):
+            answers[i] = score
+    return [a for a in answers if a is not None]
+
+
 def shadow_scores(
     served: Served,
     transactions: Sequence[Transaction],

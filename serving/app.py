@@ -78,6 +78,7 @@ def create_app(
                 config.decision_log_bootstrap,
                 config.decision_log_topic,
                 capacity=config.decision_log_queue,
+                on_lag=metrics.decision_lag.observe,
             )
             if config.decision_log_bootstrap
             else None

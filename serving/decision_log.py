@@ -18,17 +18,16 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from fraud_core.outbox import Outbox
+from fraud_core.outbox import RECORD_BATCH_BYTES, Outbox
 from fraud_core.rollout import DecisionRecord, encode_decision
 
 log = logging.getLogger(__name__)
 SEND_BATCH = 1000
-LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class DecisionLog:
@@ -41,7 +40,10 @@ class DecisionLog:
         retry_seconds: float = 2.0,
         delivery_timeout_ms: int = 5_000,
         linger_seconds: float = 0.1,
+        on_lag: Callable[[float], None] = lambda seconds: None,
     ) -> None:
+        """`on_lag` is told the delivery lag (seconds from offer to acknowledgement) of a
+        sample of each send's records (the metrics' histogram)."""
         self.bootstrap, self.topic, self.capacity = bootstrap, topic, capacity
         self.retry_seconds, self.delivery_timeout_ms = retry_seconds, delivery_timeout_ms
         self.linger_seconds = linger_seconds
@@ -55,8 +57,7 @@ class DecisionLog:
         """Taken from the queue and handed to aiokafka, not yet acknowledged or failed."""
         self.connected = False
         self.last_error = ""
-        self.lags: list[float] = []
-        """Delivery lags (seconds from offer to acknowledgement) not yet taken by metrics."""
+        self.on_lag = on_lag
         self._sent_at = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -116,7 +117,7 @@ class DecisionLog:
             bootstrap_servers=self.bootstrap,
             acks=1,
             linger_ms=5,
-            max_batch_size=512 * 1024,
+            max_batch_size=RECORD_BATCH_BYTES,
             request_timeout_ms=self.delivery_timeout_ms,
             client_id="fraudscale-serving-decisions",
         )
@@ -159,7 +160,8 @@ class DecisionLog:
         self.dropped["delivery_failed"] += failed
         self.delivered += len(batch) - failed
         self.in_flight = 0
-        self.lags.extend(acked - offered for offered, _ in batch[:: max(1, len(batch) // 20)])
+        for offered, _ in batch[:: max(1, len(batch) // 20)]:
+            self.on_lag(acked - offered)
         self.connected = failed < len(batch)
 
     def _note_down(self, exc: BaseException) -> None:

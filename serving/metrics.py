@@ -21,13 +21,13 @@ if TYPE_CHECKING:
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class ServingMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
-        self._scoring: ScoringPipeline | None = None
         self.requests = Counter(
             "fraudscale_requests", "Requests by route and status.", ["route", "status"],
             registry=self.registry,
@@ -51,7 +51,7 @@ class ServingMetrics:
         self.decision_lag = Histogram(
             "fraudscale_decision_log_delivery_lag_seconds",
             "From a decision queued to Kafka acknowledging it (a sample of each send).",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            buckets=LAG_BUCKETS,
             registry=self.registry,
         )  # fmt: skip
         self.load_failures = Gauge(
@@ -77,7 +77,6 @@ class ServingMetrics:
         counts at each scrape."""
         self.registry.register(_CountsCollector(cache, online_state))
         self.registry.register(_RolloutCollector(scoring))
-        self._scoring = scoring
 
     def export(self, models: ModelHolder) -> bytes:
         self.model_info.clear()
@@ -87,11 +86,6 @@ class ServingMetrics:
             self.model_info.labels(meta.name, meta.version, role).set(1)
         self.canary_share.set(served.canary_share if served and served.canary else 0.0)
         self.load_failures.set(models.load_failures)
-        log = self._scoring.decision_log if self._scoring is not None else None
-        if log is not None:
-            lags, log.lags = log.lags, []
-            for lag in lags:
-                self.decision_lag.observe(lag)
         return generate_latest(self.registry)
 
 

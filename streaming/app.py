@@ -13,6 +13,7 @@ from pathlib import Path
 
 from fraud_core.features import warm_up
 from fraud_core.model_store import ModelHolder, ModelStore
+from fraud_core.outbox import RECORD_BATCH_BYTES
 from streaming.agents import StreamWork
 from streaming.faust_overrides import App, Worker, check_faust_version
 from streaming.settings import StreamSettings
@@ -43,9 +44,7 @@ def create_app(settings: StreamSettings) -> App:
         broker_commit_interval=1.0,
         producer_acks=-1,
         producer_linger=0.005,
-        # A batch's outputs go as few record batches (fraud_core.outbox): 16 KiB ones meant a
-        # produce request per ~25 decision records. Below the broker's 1 MiB message limit.
-        producer_max_batch_size=512 * 1024,
+        producer_max_batch_size=RECORD_BATCH_BYTES,  # a batch's outputs in few record batches
         table_standby_replicas=1,  # a peer keeps each partition's table warm for takeover
         Worker=Worker,
     )

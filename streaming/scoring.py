@@ -36,8 +36,8 @@ from fraud_core.rollout import DecisionRecord, now_us
 from fraud_core.schema import LabelEvent, SchemaError, Transaction, decode_json
 from fraud_core.scoring import (
     Score,
-    build_scores,
     card_event,
+    role_answers,
     role_decisions,
     score_by_role,
     shadow_scores,
@@ -238,21 +238,14 @@ def score_transactions(
         return ScoredBatch([], [], dead)
     decided_at = now_us()
     parts = score_by_role(served, transactions, stateful)
-    scores: list[Score | None] = [None] * len(transactions)
-    for part in parts:
-        chosen = [transactions[i] for i in part.rows]
-        built = build_scores(
-            part.scorer, chosen, part.x, part.scores, reasons=reasons, role=part.role
-        )
-        for i, score in zip(part.rows, built, strict=True):
-            scores[i] = score
+    scores = role_answers(parts, transactions, reasons=reasons)
     logged = []
     if decisions:
         shadow = shadow_scores(served, transactions, stateful, shadow_sample)
         for part in [*parts, shadow] if shadow else parts:
             logged += role_decisions("stream", part, transactions, decided_at)
     return ScoredBatch(
-        [s for s in scores if s is not None],
+        scores,
         transactions, dead, touched, redelivered, unremembered, newest, logged,
     )  # fmt: skip
 

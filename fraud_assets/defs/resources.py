@@ -8,6 +8,7 @@ import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 
 from fraud_assets.lib.registry import tracking_client
+from fraud_assets.lib.rollout import Rollout
 from fraud_assets.lib.spark_session import prepare_local_driver, spark_config
 from fraud_assets.settings import AssetSettings
 from fraud_core.bundle import BundleError, ModelBundle, validate_bundle
@@ -135,6 +136,16 @@ def champion_for_features(storage: StorageResource, features: FeaturesResource) 
     except BundleError as exc:
         raise dg.Failure(description=f"no usable published model: {exc}") from None
     return bundle
+
+
+def rollout_of(storage: StorageResource, mlflow_tracking: MlflowResource) -> Rollout:
+    """Rollout steps on this code location's model store and registry."""
+    return Rollout(
+        storage.model_store,
+        mlflow_tracking.client(),
+        mlflow_tracking.registered_model,
+        mlflow_tracking.experiment,
+    )
 
 
 def resources_for(settings: AssetSettings) -> dict[str, Any]:

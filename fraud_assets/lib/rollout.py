@@ -121,7 +121,7 @@ class Rollout:
         for found in client.search_model_versions(f"name='{self.model_name}'"):
             if found.tags.get(BUNDLE_VERSION_TAG) == version:
                 return str(found.version)
-        run = self._run("register", {"bundle_version": version})
+        run = self.start_run("register", {"bundle_version": version})
         with tempfile.TemporaryDirectory() as folder:
             path = write_bundle(bundle, Path(folder) / "model.onnx")
             client.log_artifact(run, str(path), artifact_path=BUNDLE_ARTIFACT_DIR)
@@ -153,9 +153,10 @@ class Rollout:
             "share": share,
             "reason": reason[:500],
         }
-        self.client.set_terminated(self._run(action, params))
+        self.client.set_terminated(self.start_run(action, params))
 
-    def _run(self, name: str, params: dict[str, Any]) -> str:
+    def start_run(self, name: str, params: dict[str, Any]) -> str:
+        """A new run of the experiment `<experiment>-rollout` with `params`; its id."""
         assert self.client is not None
         experiment = f"{self.experiment}-rollout"
         found = self.client.get_experiment_by_name(experiment)

@@ -15,7 +15,7 @@ complete, its precision and recall both reach the champion's.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -77,9 +77,6 @@ class Verdict:
 
     def role(self, paths: str, role: str) -> RoleStats | None:
         return next((s for s in self.stats if s.paths == paths and s.role == role), None)
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
     def markdown(self) -> str:
         head = (

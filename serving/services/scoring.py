@@ -27,7 +27,7 @@ from fraud_core.schema import Transaction
 from fraud_core.scoring import (
     RoleScores,
     Score,
-    build_scores,
+    role_answers,
     role_decisions,
     sampled,
     score_as,
@@ -135,13 +135,9 @@ class ScoringPipeline:
                 stateful = stateful_rows(misses, states.cards, states.merchants)
             decided_at = now_us()
             parts = self._score_parts(served, misses, stateful)
-            for part in parts:
-                scores = build_scores(
-                    part.scorer, [misses[i] for i in part.rows], part.x, part.scores,
-                    reasons=self.reasons, degraded=states.degraded, role=part.role,
-                )  # fmt: skip
-                for i, score in zip(part.rows, scores, strict=True):
-                    found[todo[i]] = score
+            answered = role_answers(parts, misses, reasons=self.reasons, degraded=states.degraded)
+            for i, score in zip(todo, answered, strict=True):
+                found[i] = score
             if cache and not states.degraded:  # a score without the card's state is not kept
                 cache.put_many([keys[i] for i in todo], [found[i] for i in todo])  # type: ignore[misc]
             if self.decision_log is not None:
@@ -186,8 +182,10 @@ class ScoringPipeline:
             [r for part in parts for r in role_decisions("rest", part, misses, decided_at)]
         )
         shadow = served.shadow
-        rows = sampled(misses, self.shadow_sample) if shadow and self.shadow_sample > 0 else []
-        if shadow is None or not rows:
+        if shadow is None or self.shadow_sample <= 0:
+            return
+        rows = sampled(misses, self.shadow_sample)
+        if not rows:
             return
         self._shadow_waiting.append(
             (shadow, [misses[i] for i in rows], [stateful[i] for i in rows])

@@ -28,6 +28,7 @@ from fraud_assets.defs.resources import (
     RolloutResource,
     StorageResource,
     champion_for_features,
+    rollout_of,
 )
 from fraud_assets.lib.batch import session_settings, write_by
 from fraud_assets.lib.decisions import DECISION_SCHEMA, batch_decisions, read_decision_day
@@ -127,7 +128,7 @@ def rollout_verdict(
         budget=rollout.canary_alert_budget,
         min_decisions=rollout.canary_min_decisions,
     )
-    _record(mlflow_tracking, storage, verdict)
+    _record(rollout_of(storage, mlflow_tracking), verdict)
     for note in verdict.notes:
         context.log.info(note)
     return dg.MaterializeResult(
@@ -194,16 +195,14 @@ def _metadata(verdict: Verdict) -> dict[str, Any]:
     }
 
 
-def _record(mlflow_tracking: MlflowResource, storage: StorageResource, verdict: Verdict) -> None:
+def _record(rollout: Rollout, verdict: Verdict) -> None:
     """The verdict as an MLflow run of the rollout experiment: metrics by role, the table."""
-    client = mlflow_tracking.client()
-    experiment = f"{mlflow_tracking.experiment}-rollout"
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-    run = client.create_run(experiment_id, run_name=f"verdict {verdict.day}")
-    run_id = run.info.run_id
-    client.log_param(run_id, "day", verdict.day)
-    client.log_param(run_id, "canary_version", verdict.canary_version or "")
+    client = rollout.client
+    assert client is not None
+    run_id = rollout.start_run(
+        f"verdict {verdict.day}",
+        {"day": verdict.day, "canary_version": verdict.canary_version or ""},
+    )
     for s in verdict.stats:
         prefix = f"{s.paths}.{s.role}"
         client.log_metric(run_id, f"{prefix}.alert_rate", s.alert_rate)
@@ -247,15 +246,6 @@ def build(daily: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
 # Jobs: each moves models between roles (fraud_assets.lib.rollout), recorded in MLflow.
 
 
-def _rollout(storage: StorageResource, mlflow_tracking: MlflowResource) -> Rollout:
-    return Rollout(
-        storage.model_store,
-        mlflow_tracking.client(),
-        mlflow_tracking.registered_model,
-        mlflow_tracking.experiment,
-    )
-
-
 class PublishConfig(dg.Config):
     bundle_path: str
     """A fraudscale bundle file (.onnx), e.g. a candidate of the training assets."""
@@ -285,7 +275,7 @@ def publish_candidate(
     storage: StorageResource,
     mlflow_tracking: MlflowResource,
 ) -> None:
-    version = _rollout(storage, mlflow_tracking).publish(
+    version = rollout_of(storage, mlflow_tracking).publish(
         read_bundle(config.bundle_path), config.role, share=config.share, reason=config.reason
     )
     context.log.info(f"{version} is now {config.role}")
@@ -298,7 +288,7 @@ def start_canary(
     storage: StorageResource,
     mlflow_tracking: MlflowResource,
 ) -> None:
-    _rollout(storage, mlflow_tracking).start_canary(config.version, config.share, config.reason)
+    rollout_of(storage, mlflow_tracking).start_canary(config.version, config.share, config.reason)
     context.log.info(f"canary {config.version} answers {config.share:.1%} of cards")
 
 
@@ -312,7 +302,7 @@ def _role_op(name: str, step: str, done: str) -> dg.OpDefinition:
         storage: StorageResource,
         mlflow_tracking: MlflowResource,
     ) -> None:
-        rollout = _rollout(storage, mlflow_tracking)
+        rollout = rollout_of(storage, mlflow_tracking)
         version = getattr(rollout, step)(config.role, reason=config.reason)
         context.log.info(f"{config.role} {version} {done}: {config.reason}")
 
