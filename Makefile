@@ -95,8 +95,30 @@ kafka-down: install ## Stop the broker that kafka-up started
 stream: install ## Run a stream worker (FRAUD_STREAM_* settings; KAFKA_BOOTSTRAP_SERVERS, default 127.0.0.1:9092)
 	$(RUN) python -m streaming worker --loglevel info
 
+PROMETHEUS_VERSION := v0.316.0
+PROM_TOOLS := .tools/bin/prometheus .tools/bin/promtool .tools/bin/pushgateway
+
+.tools/bin/prometheus .tools/bin/promtool &:
+	@command -v go >/dev/null || { echo "Go is needed to build Prometheus: apt-get install golang"; exit 1; }
+	GOBIN=$(CURDIR)/.tools/bin GOFLAGS=-trimpath go install \
+	  github.com/prometheus/prometheus/cmd/prometheus@$(PROMETHEUS_VERSION) \
+	  github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_VERSION)
+
+# The Pushgateway's versions are not listed by the module proxy (so `go install x@v` refuses
+# it): it is built from a module of ours that pins it (fraud_devtools/gotools).
+.tools/bin/pushgateway: fraud_devtools/gotools/go.mod fraud_devtools/gotools/go.sum
+	cd fraud_devtools/gotools && go build -trimpath -o $(CURDIR)/.tools/bin/pushgateway github.com/prometheus/pushgateway
+
+.PHONY: prometheus
+prometheus: $(PROM_TOOLS) ## Build Prometheus, promtool and the Pushgateway from the Go module proxy into .tools/bin (once, about 6 min)
+
+.PHONY: rules
+rules: $(PROM_TOOLS) ## Check the alert and recording rules and run their unit tests with promtool
+	.tools/bin/promtool check rules helm/fraudscale/files/prometheus/rules.yml
+	$(RUN) pytest tests/ops/test_rules.py
+
 .PHONY: test
-test: install check-java test-packages kafka-jars lint ## Set up everything on a fresh machine and run the whole suite
+test: install check-java test-packages kafka-jars prometheus lint ## Set up everything on a fresh machine and run the whole suite
 	$(RUN) pytest
 
 .PHONY: test-unit

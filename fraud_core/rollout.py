@@ -88,6 +88,9 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     decision: str
     event_time_us: int
     decision_time_us: int
+    degraded: bool = False
+    """The features were served without the card's and merchant's state (Redis down or slow:
+    the contract's defaults); the skew check attributes their differences to it."""
 
 
 def feature_vector(record: DecisionRecord) -> np.ndarray:
@@ -112,6 +115,7 @@ def decision_records(
     features: np.ndarray,
     scores: np.ndarray,
     decided_at_us: int | None = None,
+    degraded: bool = False,
 ) -> list[DecisionRecord]:
     """The records of one model's scores for a batch of transactions."""
     decided = now_us() if decided_at_us is None else decided_at_us
@@ -133,6 +137,7 @@ def decision_records(
             decision="alert" if score >= cut else "allow",
             event_time_us=int(ts),
             decision_time_us=decided,
+            degraded=degraded,
         )
         for tid, card, ts, vector, score in zip(
             transaction_ids, card_ids, event_times_us, vectors, scores, strict=True

@@ -135,6 +135,7 @@ def transaction_decisions(
     x: np.ndarray,
     scores: np.ndarray,
     decided_at_us: int | None = None,
+    degraded: bool = False,
 ) -> list[DecisionRecord]:
     """The decision-log records of `scorer`'s scores of `transactions` (inputs `x`)."""
     meta = scorer.metadata
@@ -150,6 +151,7 @@ def transaction_decisions(
         features=x,
         scores=scores,
         decided_at_us=decided_at_us,
+        degraded=degraded,
     )
 
 
@@ -253,9 +255,10 @@ def role_decisions(
     part: RoleScores,
     transactions: Sequence[Transaction],
     decided_at_us: int | None = None,
+    degraded: bool = False,
 ) -> list[DecisionRecord]:
     """The decision-log records of one role's part of a batch."""
     chosen = [transactions[i] for i in part.rows]
     return transaction_decisions(
-        path, part.role, part.scorer, chosen, part.x, part.scores, decided_at_us
+        path, part.role, part.scorer, chosen, part.x, part.scores, decided_at_us, degraded
     )

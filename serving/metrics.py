@@ -58,6 +58,10 @@ class ServingMetrics:
             "fraudscale_model_load_failures", "Published models refused since start.",
             registry=self.registry,
         )  # fmt: skip
+        self.ready = Gauge(
+            "fraudscale_ready", "1 while a valid model is loaded (readiness answers 200).",
+            registry=self.registry,
+        )  # fmt: skip
 
     def for_route(self, route: str, status: int) -> tuple[Counter, Histogram]:
         """The request counter and latency histogram of a route and status (looked up once:
@@ -86,6 +90,7 @@ class ServingMetrics:
             self.model_info.labels(meta.name, meta.version, role).set(1)
         self.canary_share.set(served.canary_share if served and served.canary else 0.0)
         self.load_failures.set(models.load_failures)
+        self.ready.set(float(models.ready))
         return generate_latest(self.registry)
 
 
@@ -126,7 +131,13 @@ class _RolloutCollector(Collector):
         for (version, role), (n, alerted) in list(self.scoring.decided.items()):
             scores.add_metric([version, role], n)
             alerts.add_metric([version, role], alerted)
-        yield from (scores, alerts)
+        degraded = CounterMetricFamily(
+            "fraudscale_degraded_scores",
+            "Transactions scored without their card's and merchant's state (Redis down or "
+            "slow: the contract's defaults).",
+        )
+        degraded.add_metric([], self.scoring.degraded_scores)
+        yield from (scores, alerts, degraded)
         log = self.scoring.decision_log
         if log is None:
             return

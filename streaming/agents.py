@@ -271,6 +271,17 @@ class StreamWork:
                 metrics.served.labels(scorer.metadata.name, scorer.version, role).set(1)
             metrics.canary_share.set(served.canary_share if served.canary else 0.0)
 
+    def _report_lag(self, owned: Sequence[TP]) -> None:
+        """Each owned partition's records past its committed offset (the partitions this
+        worker no longer owns are dropped: another worker reports them)."""
+        consumer = cast(Consumer, self.app.consumer)
+        metrics.consumer_lag.clear()
+        for tp in owned:
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                lag = max(0, highwater - consumer.committed_offset(tp))
+                metrics.consumer_lag.labels(str(tp.partition)).set(lag)
+
     def _metrics_page(self) -> type[View]:
         work = self
 
@@ -281,6 +292,7 @@ class StreamWork:
                 # Zero until the output topics exist too: "assigned" then means ready to work.
                 ready = work.outputs_declared.is_set()
                 metrics.assigned_partitions.set(len(owned) if ready else 0)
+                work._report_lag(owned)
                 # aiohttp takes the charset separately from the content type.
                 content_type = CONTENT_TYPE_LATEST.split(";")[0]
                 return self.bytes(generate_latest(metrics.registry), content_type=content_type)

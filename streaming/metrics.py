@@ -47,6 +47,13 @@ waiting_for_model = Gauge(
     "1 while no valid model is published and input is held back.",
     registry=registry,
 )
+consumer_lag = Gauge(
+    "fraudscale_stream_consumer_lag_records",
+    "Per owned partition of the transactions topic: records after the committed offset (what "
+    "a restarted worker would read again or still has to read), at scrape time.",
+    ["partition"],
+    registry=registry,
+)
 assigned_partitions = Gauge(
     "fraudscale_stream_assigned_partitions",
     "Partitions of the transactions topic this worker owns (the group splits them).",

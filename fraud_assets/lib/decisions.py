@@ -43,6 +43,7 @@ DECISION_SCHEMA = pa.schema(
         ("decision", pa.string()),
         ("event_time_us", pa.int64()),
         ("decision_time_us", pa.int64()),
+        ("degraded", pa.bool_()),
     ]
 )
 """fraud_core.rollout.DecisionRecord as a table (the `decision_log` and `batch_decisions`
@@ -178,6 +179,7 @@ def batch_decisions(features: DataFrame, bundles: dict[str, ModelBundle]) -> Dat
                 F.lit(meta.threshold).cast("double").alias("threshold"),
                 F.col("d.decision").alias("decision"),
                 F.col("timestamp_us").alias("event_time_us"), decided_at.alias("decision_time_us"),
+                F.lit(False).alias("degraded"),
                 F.date_format("timestamp", "yyyy-MM-dd").alias("day"),
             )
         )  # fmt: skip

@@ -93,10 +93,12 @@ class ScoringPipeline:
         self.models, self.online_state, self.cache = models, online_state, cache
         self.tracer, self.reasons, self.on_batch = tracer, reasons, on_batch
         self.decision_log, self.shadow_sample = decision_log, shadow_sample
-        self._shadow_waiting: list[tuple[Scorer, list[Transaction], list[list[float]]]] = []
+        self._shadow_waiting: list[tuple[Scorer, list[Transaction], list[list[float]], bool]] = []
         self._shadow_timer: asyncio.TimerHandle | None = None
         self.decided: dict[tuple[str, str], list[int]] = {}
         """(model version, role) -> [scores, alerts] computed (not served from the cache)."""
+        self.degraded_scores = 0
+        """Transactions scored without their card's and merchant's state (Redis down)."""
         self.batcher: MicroBatcher[_Request, list[Score]] = micro_batcher(
             self._process, batching, size=lambda request: len(request.transactions)
         )
@@ -136,6 +138,8 @@ class ScoringPipeline:
             decided_at = now_us()
             parts = self._score_parts(served, misses, stateful)
             answered = role_answers(parts, misses, reasons=self.reasons, degraded=states.degraded)
+            if states.degraded:
+                self.degraded_scores += len(misses)
             for i, score in zip(todo, answered, strict=True):
                 found[i] = score
             if cache and not states.degraded:  # a score without the card's state is not kept
@@ -144,8 +148,9 @@ class ScoringPipeline:
                 # After the responses are written: call_later(0) runs behind the wake-ups of
                 # the requests this batch answers, in the loop's next turn.
                 asyncio.get_running_loop().call_later(
-                    0, self._log_decisions, served, misses, stateful, parts, decided_at
-                )
+                    0, self._log_decisions, served, misses, stateful, parts, decided_at,
+                    states.degraded,
+                )  # fmt: skip
         answers = [f for f in found if f is not None]
         out, start = [], 0
         for request in requests:
@@ -175,11 +180,16 @@ class ScoringPipeline:
         stateful: list[list[float]],
         parts: list[RoleScores],
         decided_at: int,
+        degraded: bool,
     ) -> None:
         """Queue the batch's decisions; hold its sample for the challenger's shadow scoring."""
         assert self.decision_log is not None
         self.decision_log.offer(
-            [r for part in parts for r in role_decisions("rest", part, misses, decided_at)]
+            [
+                r
+                for part in parts
+                for r in role_decisions("rest", part, misses, decided_at, degraded)
+            ]
         )
         shadow = served.shadow
         if shadow is None or self.shadow_sample <= 0:
@@ -188,7 +198,7 @@ class ScoringPipeline:
         if not rows:
             return
         self._shadow_waiting.append(
-            (shadow, [misses[i] for i in rows], [stateful[i] for i in rows])
+            (shadow, [misses[i] for i in rows], [stateful[i] for i in rows], degraded)
         )
         if self._shadow_timer is None:
             self._shadow_timer = asyncio.get_running_loop().call_later(
@@ -208,12 +218,15 @@ class ScoringPipeline:
         assert self.decision_log is not None
         self._shadow_timer = None
         waiting, self._shadow_waiting = self._shadow_waiting, []
-        by_model: dict[int, tuple[Scorer, list[Transaction], list[list[float]]]] = {}
-        for scorer, transactions, stateful in waiting:
-            _, gathered, values = by_model.setdefault(id(scorer), (scorer, [], []))
+        by_model: dict[tuple[int, bool], tuple[Scorer, list[Transaction], list[list[float]]]] = {}
+        for scorer, transactions, stateful, degraded in waiting:
+            key = (id(scorer), degraded)
+            _, gathered, values = by_model.setdefault(key, (scorer, [], []))
             gathered += transactions
             values += stateful
-        for scorer, transactions, stateful in by_model.values():
+        for (_, degraded), (scorer, transactions, stateful) in by_model.items():
             rows = list(range(len(transactions)))
             part = score_as(SHADOW, scorer, rows, transactions, stateful)
-            self.decision_log.offer(role_decisions("rest", part, transactions))
+            self.decision_log.offer(
+                role_decisions("rest", part, transactions, degraded=degraded)
+            )

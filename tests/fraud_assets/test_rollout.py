@@ -72,7 +72,7 @@ def scripted_day(
             "model_name": "m", "model_version": "2" if role == CANARY else "1",
             "feature_version": "f", "features": [0.5, float(i)], "score": 0.9 if alert else 0.1,
             "threshold": 0.5, "decision": "alert" if alert else "allow",
-            "event_time_us": event, "decision_time_us": event + 3_000,
+            "event_time_us": event, "decision_time_us": event + 3_000, "degraded": False,
         })  # fmt: skip
         labels.append({"transaction_id": tid, "is_fraud": fraud,
                        "timestamp": dt.datetime.fromtimestamp(event / 1e6, dt.UTC)})  # fmt: skip
