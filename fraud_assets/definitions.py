@@ -9,6 +9,7 @@ import dagster as dg
 from fraud_assets.defs import automation
 from fraud_assets.defs.features import assets as features
 from fraud_assets.defs.ingest import assets as ingest
+from fraud_assets.defs.monitoring import assets as monitoring
 from fraud_assets.defs.online import assets as online
 from fraud_assets.defs.partitions import daily_partitions
 from fraud_assets.defs.publishing import assets as publishing
@@ -38,6 +39,7 @@ def asset_graph(
         *scoring.build(daily),
         *online.build(daily, delay),
         *rollout.build(daily),
+        *monitoring.build(daily),
     ]
     return assets, list(dg.load_asset_checks_from_modules([training_checks]))
 

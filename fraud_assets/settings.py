@@ -84,6 +84,16 @@ class AssetSettings(msgspec.Struct, frozen=True, kw_only=True):
     """The rollout sensor aborts a canary over its alert-rate budget."""
     rollout_auto_promote: bool = False
     """The rollout sensor promotes a canary whose labelled verdict is better."""
+    pushgateway_url: str = ""
+    """A Prometheus Pushgateway for the nightly figures (score drift, feature skew); empty:
+    not pushed."""
+    skew_warn_rate: float = 1e-4
+    """The feature_skew check warns above this share of online decisions whose served
+    features differ from the offline ones..."""
+    skew_fail_rate: float = 1e-3
+    """...and fails above this one."""
+    skew_late_after_seconds: float = 3600.0
+    """The skew check calls a decision made longer than this after its transaction late."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AssetSettings:

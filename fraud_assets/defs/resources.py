@@ -115,6 +115,19 @@ class RolloutResource(dg.ConfigurableResource):
     auto_promote: bool = False
 
 
+class MonitoringResource(dg.ConfigurableResource):
+    """Where the nightly figures go, and how much online/offline feature skew is tolerated."""
+
+    pushgateway_url: str = ""
+    """A Prometheus Pushgateway (host:port or URL) for the drift and skew figures; empty:
+    not pushed."""
+    skew_warn_rate: float = 1e-4
+    skew_fail_rate: float = 1e-3
+    late_after_seconds: float = 3600.0
+    """A decision made longer than this after its transaction counts as late (its online
+    state had moved on)."""
+
+
 class SparkResource(LazyPySparkResource):
     """dagster-pyspark's lazy session, with its driver on the configured JDK (and on loopback
     for a local master)."""
@@ -169,6 +182,12 @@ def resources_for(settings: AssetSettings) -> dict[str, Any]:
             champion_tolerance=settings.champion_tolerance,
             latency_p99_ms=settings.latency_p99_ms,
             retrain_after_days=settings.retrain_after_days,
+        ),
+        "monitoring": MonitoringResource(
+            pushgateway_url=settings.pushgateway_url,
+            skew_warn_rate=settings.skew_warn_rate,
+            skew_fail_rate=settings.skew_fail_rate,
+            late_after_seconds=settings.skew_late_after_seconds,
         ),
         "rollout": RolloutResource(
             decision_log_bootstrap=settings.decision_log_bootstrap,

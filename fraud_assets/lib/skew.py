@@ -11,8 +11,9 @@ Each differing row is given the first cause that explains it:
 - `degraded`: served without the card's and merchant's state (Redis down or slow: the
   contract's defaults), as the record says;
 - `late_or_out_of_order`: on its path, a later transaction of the card was decided before
-  it, or it was decided more than `late_after_us` after it happened: the online state had
-  moved past it, the offline windows see history in event-time order;
+  it, or it reached its path more than `late_after_us` later than the path's median delay
+  that day (a replay or a backfill delays every decision alike, and none is late): the
+  online state had moved past it, the offline windows see history in event-time order;
 - `label_timing`: only label-derived (merchant) features differ: a label reached the online
   state at another time than its label time, or under another label delay;
 - `unexplained`: none of these; a feature computed one way online and another offline.
@@ -22,10 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from fraud_core.features import (
     FEATURE_NAMES,
@@ -35,7 +39,6 @@ from fraud_core.features import (
     feature_matrix,
 )
 from fraud_core.rollout import SHADOW
-
 
 RTOL = 4 * float(np.finfo(np.float32).eps)
 """Relative difference two float32 features may have and still be equal (a few ulps: the
@@ -106,15 +109,22 @@ class SkewReport:
 def served(log: pa.Table) -> pa.Table:
     """The decision log's rows to compare: one per transaction and online path, from the
     model that answered (champion or canary; a shadow record repeats a served vector)."""
-    online = log.filter(pc.and_(pc.not_equal(log["role"], SHADOW), pc.not_equal(log["path"], "batch")))
-    keys = [f"{t}\x00{p}" for t, p in zip(online["transaction_id"].to_pylist(), online["path"].to_pylist(), strict=True)]
+    online = log.filter(
+        pc.and_(pc.not_equal(log["role"], SHADOW), pc.not_equal(log["path"], "batch"))
+    )
+    keys = [
+        f"{t}\x00{p}"
+        for t, p in zip(
+            online["transaction_id"].to_pylist(), online["path"].to_pylist(), strict=True
+        )
+    ]
     _, first = np.unique(np.array(keys, dtype=object), return_index=True)
     return online.take(pa.array(np.sort(first)))
 
 
 def compare(
     online: pa.Table,
-    offline: pa.Table,
+    offline: pa.Table | None,
     contracts: Mapping[str, DataContract],
     *,
     late_after_us: int,
@@ -122,6 +132,9 @@ def compare(
     """`online`: served() rows of the decision log; `offline`: the day's `card_features` rows
     of those transactions (transaction_id plus MODEL_INPUT_COLUMNS); `contracts`: the
     contract of each model version in `online`."""
+    if offline is None or not online.num_rows:
+        empty = [FeatureSkew(name, 0, 0, 0.0) for name in FEATURE_NAMES]
+        return SkewReport({}, {}, empty, dict.fromkeys(CAUSES, 0), SKEW_SCHEMA.empty_table())
     index = {t: i for i, t in enumerate(offline["transaction_id"].to_pylist())}
     ids = online["transaction_id"].to_pylist()
     present = np.array([t in index for t in ids], dtype=bool)
@@ -142,7 +155,9 @@ def compare(
     causes = _causes(online, differs, late_after_us)
     paths = online["path"].to_numpy(zero_copy_only=False)
     features = [
-        FeatureSkew(name, len(online), int(differs[:, j].sum()), float(delta[:, j].max(initial=0.0)))
+        FeatureSkew(
+            name, len(online), int(differs[:, j].sum()), float(delta[:, j].max(initial=0.0))
+        )
         for j, name in enumerate(FEATURE_NAMES)
     ]
     worst = bad[np.argsort(-delta[bad].max(axis=1), kind="stable")]
@@ -160,7 +175,11 @@ def compare(
 def _vectors(online: pa.Table) -> np.ndarray:
     column = online["features"].combine_chunks()
     flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    return flat.reshape(len(online), -1) if len(online) else np.empty((0, len(FEATURE_NAMES)), np.float32)
+    return (
+        flat.reshape(len(online), -1)
+        if len(online)
+        else np.empty((0, len(FEATURE_NAMES)), np.float32)
+    )
 
 
 def _causes(online: pa.Table, differs: np.ndarray, late_after_us: int) -> np.ndarray:
@@ -168,7 +187,12 @@ def _causes(online: pa.Table, differs: np.ndarray, late_after_us: int) -> np.nda
     degraded = online["degraded"].fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
     event = online["event_time_us"].to_numpy()
     decided = online["decision_time_us"].to_numpy()
-    late = (decided - event) > late_after_us
+    lag = decided - event
+    paths = online["path"].to_numpy(zero_copy_only=False)
+    late = np.zeros(n, dtype=bool)
+    for path in np.unique(paths):
+        mine = paths == path
+        late[mine] = lag[mine] - np.median(lag[mine]) > late_after_us
     late |= _overtaken(online["path"].to_pylist(), online["card_id"].to_pylist(), event, decided)
     only_labels = differs.any(axis=1) & ~(differs & ~_LABEL_MASK).any(axis=1)
     out = np.full(n, "unexplained", dtype=object)
@@ -178,7 +202,9 @@ def _causes(online: pa.Table, differs: np.ndarray, late_after_us: int) -> np.nda
     return out
 
 
-def _overtaken(paths: list[str], cards: list[str], event: np.ndarray, decided: np.ndarray) -> np.ndarray:
+def _overtaken(
+    paths: list[str], cards: list[str], event: np.ndarray, decided: np.ndarray
+) -> np.ndarray:
     """Rows whose card had, on the same path, a later transaction decided strictly before
     them."""
     out = np.zeros(len(paths), dtype=bool)
@@ -230,7 +256,9 @@ def markdown(report: SkewReport, worst: int = 10) -> str:
     lines = [
         f"**{report.mismatched_rows} of {report.rows}** online decisions differ from the "
         f"offline features ({report.mismatch_rate:.2e}); by path: "
-        + ", ".join(f"{p} {report.mismatches_by_path.get(p, 0)}/{n}" for p, n in report.rows_by_path.items()),
+        + ", ".join(
+            f"{p} {report.mismatches_by_path.get(p, 0)}/{n}" for p, n in report.rows_by_path.items()
+        ),
         "",
         "| cause | rows |",
         "|---|---|",
@@ -247,7 +275,8 @@ def markdown(report: SkewReport, worst: int = 10) -> str:
         lines.append("")
     if report.mismatched_rows:
         lines += [
-            f"Worst {min(worst, report.mismatched_rows)} transactions (all in the `feature_skew` table):",
+            f"Worst {min(worst, report.mismatched_rows)} transactions "
+            "(all of them in the `feature_skew` table):",
             "",
             "| transaction | path | role | cause | feature: online / offline |",
             "|---|---|---|---|---|",
@@ -258,9 +287,30 @@ def markdown(report: SkewReport, worst: int = 10) -> str:
                 f"{name}: {row['online'][index[name]]:.6g} / {row['offline'][index[name]]:.6g}"
                 for name in row["features"]
             )
-            lines.append(
-                f"| {row['transaction_id']} | {row['path']} | {row['role']} | {row['cause']} | {values} |"
-            )
+            cells = [row["transaction_id"], row["path"], row["role"], row["cause"], values]
+            lines.append("| " + " | ".join(cells) + " |")
     if report.not_in_warehouse:
-        lines += ["", f"{report.not_in_warehouse} online decisions name transactions the warehouse does not hold for the day (not compared)."]
+        lines += [
+            "",
+            f"{report.not_in_warehouse} online decisions name transactions the warehouse "
+            "does not hold for the day (not compared).",
+        ]
     return "\n".join(lines)
+
+
+def offline_inputs(
+    session: SparkSession, card_features: Path, transaction_ids: list[str]
+) -> pa.Table:
+    """The model inputs of `transaction_ids` in a day folder of the `card_features` table
+    (Spark's window functions computed them), as transaction_id plus MODEL_INPUT_COLUMNS:
+    only the logged transactions reach the driver."""
+    wanted = session.createDataFrame(
+        pa.table({"transaction_id": pa.array(transaction_ids, pa.string())})
+    )
+    frame = (
+        session.read.parquet(str(card_features))
+        .withColumn("timestamp_us", F.unix_micros("timestamp"))
+        .join(F.broadcast(wanted), "transaction_id")
+        .select("transaction_id", *MODEL_INPUT_COLUMNS)
+    )
+    return frame.toArrow()

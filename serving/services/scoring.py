@@ -227,6 +227,4 @@ class ScoringPipeline:
         for (_, degraded), (scorer, transactions, stateful) in by_model.items():
             rows = list(range(len(transactions)))
             part = score_as(SHADOW, scorer, rows, transactions, stateful)
-            self.decision_log.offer(
-                role_decisions("rest", part, transactions, degraded=degraded)
-            )
+            self.decision_log.offer(role_decisions("rest", part, transactions, degraded=degraded))

@@ -13,6 +13,7 @@ import pytest
 from fraud_assets.defs.resources import (
     FeaturesResource,
     MlflowResource,
+    MonitoringResource,
     OnlineStoreResource,
     PolicyResource,
     RolloutResource,
@@ -50,7 +51,8 @@ def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.DagsterIns
 
 def make_resources(
     root: Path, landing: Path, spark: SparkResource, models: Path | None = None,
-    redis_url: str = "", decision_log_bootstrap: str = "",
+    redis_url: str = "", decision_log_bootstrap: str = "", decision_log_topic: str = "",
+    pushgateway_url: str = "",
 ) -> dict[str, Any]:  # fmt: skip
     return {
         "storage": StorageResource(
@@ -64,8 +66,11 @@ def make_resources(
         "features": FeaturesResource(),
         "policy": PolicyResource(),
         "rollout": RolloutResource(
-            decision_log_bootstrap=decision_log_bootstrap, canary_min_decisions=50
+            decision_log_bootstrap=decision_log_bootstrap,
+            decision_log_topic=decision_log_topic or "fraudscale.decisions",
+            canary_min_decisions=50,
         ),
+        "monitoring": MonitoringResource(pushgateway_url=pushgateway_url),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -9,24 +10,33 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from litestar.testing import TestClient
 from mlflow import MlflowClient
 
+from fraud_assets.defs.resources import RolloutResource
 from fraud_assets.lib.jvm import aot_cache_path, installed_jdks
 from fraud_assets.lib.registry import CHAMPION_ALIAS, roll_back
 from fraud_assets.lib.spark_aot import record
 from fraud_assets.lib.warehouse import read_days
 from fraud_assets.settings import AssetSettings
 from fraud_core.bundle import as_version
-from fraud_core.features import DAY_US, DEFAULT_LABEL_DELAY_US, STATEFUL_FEATURES
-from fraud_core.rollout import CHALLENGER, CHAMPION, SHADOW, decision_id
-from fraud_core.state import replay
+from fraud_core.features import DAY_US, DEFAULT_LABEL_DELAY_US, HOUR_US, STATEFUL_FEATURES
+from fraud_core.online_store import write_states
+from fraud_core.rollout import CHALLENGER, CHAMPION, SHADOW, bucket, decision_id
+from fraud_core.schema import timestamps_us
+from fraud_core.state import end_states, replay
+from serving.app import create_app
+from serving.services import scoring as scoring_service
+from serving.settings import ServingSettings
 from tests.conftest import with_unknown_labels
 from tests.fraud_assets.conftest import DAYS, make_resources, run_range, run_unpartitioned
+from tests.serving.test_online_state import wire
 
 pytestmark = pytest.mark.integration
 
@@ -420,3 +430,127 @@ def test_batch_decisions_log_the_champion_and_the_challenger_in_shadow(
         assert mine.column("decision_id").to_pylist()[:5] == [
             decision_id(t, version, role) for t in ids[:5]
         ]
+
+
+# The skew check: real REST decisions (a real Redis, a real Kafka decision log) against the
+# Spark path's features of the same transactions.
+
+
+def first_of_card_in_an_hour(history: pa.Table, day: dt.date) -> tuple[int, pa.Table]:
+    """The busiest hour of `day` (its start, µs) and its transactions that are their card's
+    first in that hour: with the states at the hour's start in Redis, REST serves them the
+    features the batch path computes (no transaction or label of the hour is missing)."""
+    ts = timestamps_us(history.column("timestamp"))
+    start = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1e6)
+    hours = (ts - start) // HOUR_US
+    busiest = int(np.bincount(hours[(hours >= 0) & (hours < 24)]).argmax())
+    rows = np.flatnonzero(hours == busiest)
+    rows = rows[np.argsort(ts[rows], kind="stable")]
+    cards = history.column("card_id").to_numpy(zero_copy_only=False)[rows]
+    _, first = np.unique(cards, return_index=True)
+    return start + busiest * HOUR_US, history.take(pa.array(rows[np.sort(first)]))
+
+
+def skew_day(
+    platform, instance, history, kafka: str, redis_server, tmp_path: Path, *,
+    redis_stops_after: int | None = None,
+) -> tuple[Any, list[str], list[str]]:  # type: ignore[no-untyped-def]  # fmt: skip
+    """REST scores one hour's transactions (Redis stopped after `redis_stops_after` of them),
+    then `decision_log` and `feature_skew` run on their day. Returns the run, the
+    transaction ids sent and those answered degraded."""
+    day = DAYS[-1]
+    hour_start, sent = first_of_card_in_an_hour(history, day)
+    write_states(redis_server.url, *end_states(history, until_us=hour_start))
+    topic = f"skew-{tmp_path.name}.decisions"
+    resources = platform["resources"]
+    settings = ServingSettings(
+        model_store_dir=str(resources["storage"].model_store.root), redis_url=redis_server.url,
+        redis_timeout_ms=200, decision_log_bootstrap=kafka, decision_log_topic=topic,
+    )  # fmt: skip
+    degraded = []
+    with TestClient(create_app(settings)) as rest:
+        for i, row in enumerate(sent.to_pylist()):
+            if i == redis_stops_after:
+                redis_server.stop()
+            body = rest.post("/v1/score", content=wire(row)).json()
+            if body["features_degraded"]:
+                degraded.append(row["transaction_id"])
+    with_log = {
+        **resources,
+        "rollout": RolloutResource(decision_log_bootstrap=kafka, decision_log_topic=topic),
+    }
+    result = run_range(instance, with_log, ["decision_log", "feature_skew"], day, day)
+    return result, sent.column("transaction_id").to_pylist(), degraded
+
+
+def skew_report(result: Any, platform: dict[str, Any]) -> tuple[dict[str, Any], Any, pa.Table]:
+    (check,) = result.get_asset_check_evaluations()
+    rows = table(platform, "feature_skew", [DAYS[-1]])
+    return materialization_metadata(result, "feature_skew"), check, rows
+
+
+def test_a_clean_day_of_rest_decisions_has_no_feature_skew(
+    platform, instance, history, kafka, redis_server, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    result, sent, degraded = skew_day(platform, instance, history, kafka, redis_server, tmp_path)
+    meta, check, rows = skew_report(result, platform)
+    assert len(sent) > 50
+    assert not degraded
+    assert meta["rows_compared"] == len(sent)
+    assert meta["mismatched_rows"] == 0
+    assert rows.num_rows == 0
+    assert check.passed
+
+
+def test_rows_served_while_redis_was_down_are_exactly_the_skew_and_called_degraded(
+    platform, instance, history, kafka, redis_server, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    result, sent, degraded = skew_day(
+        platform, instance, history, kafka, redis_server, tmp_path, redis_stops_after=40
+    )
+    meta, check, rows = skew_report(result, platform)
+    assert degraded == sent[40:]
+    assert meta["rows_compared"] == len(sent)
+    # A degraded vector differs where a card or a merchant had history (a first-ever
+    # transaction's state is the default anyway).
+    differing = set(rows.column("transaction_id").to_pylist())
+    assert differing <= set(degraded)
+    assert len(differing) > 0.8 * len(degraded)
+    assert set(rows.column("cause").to_pylist()) == {"degraded"}
+    assert meta["causes"]["degraded"] == len(differing)
+    assert not check.passed
+    assert check.severity == dg.AssetCheckSeverity.ERROR
+    assert "| degraded |" in meta["report"]
+
+
+def test_a_feature_computed_wrongly_on_one_path_is_caught_and_named(
+    platform, instance, history, kafka, redis_server, tmp_path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A fault the real code cannot make on purpose: REST adds 1 to one feature of every
+    tenth card."""
+    j = STATEFUL_FEATURES.index("card_amount_sum_24h")
+    computed = scoring_service.stateful_rows
+
+    def wrong(transactions, cards, merchants):  # type: ignore[no-untyped-def]
+        rows = computed(transactions, cards, merchants)
+        for t, values in zip(transactions, rows, strict=True):
+            if bucket(t.card_id) < 0.1:
+                values[j] += 1.0
+        return rows
+
+    monkeypatch.setattr(scoring_service, "stateful_rows", wrong)
+    result, sent, _ = skew_day(platform, instance, history, kafka, redis_server, tmp_path)
+    meta, check, rows = skew_report(result, platform)
+    card_of = dict(zip(history.column("transaction_id").to_pylist(),
+                       history.column("card_id").to_pylist(), strict=True))  # fmt: skip
+    wronged = {t for t in sent if bucket(card_of[t]) < 0.1}
+    assert wronged
+    assert set(rows.column("transaction_id").to_pylist()) == wronged
+    assert rows.column("features").to_pylist() == [["card_amount_sum_24h"]] * len(wronged)
+    assert set(rows.column("cause").to_pylist()) == {"unexplained"}
+    feature = next(
+        r for r in meta["features"].records if r.data["feature"] == "card_amount_sum_24h"
+    )
+    assert feature.data["mismatches"] == len(wronged)
+    assert feature.data["max_abs_delta"] == pytest.approx(1.0, rel=1e-3)
+    assert not check.passed

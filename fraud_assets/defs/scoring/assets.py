@@ -10,11 +10,13 @@ from fraud_assets.defs.partitions import partition_days, single_run
 from fraud_assets.defs.publishing.assets import baseline_path
 from fraud_assets.defs.resources import (
     FeaturesResource,
+    MonitoringResource,
     StorageResource,
     champion_for_features,
 )
 from fraud_assets.lib.batch import score_days
 from fraud_assets.lib.drift import PSI_ALERT, load_baseline, psi
+from fraud_assets.lib.monitoring import psi_figures, push
 from fraud_assets.lib.warehouse import (
     read_days,
     write_day,
@@ -28,6 +30,7 @@ def scored_transactions(
     storage: StorageResource,
     spark: LazyPySparkResource,
     features: FeaturesResource,
+    monitoring: MonitoringResource,
 ) -> dg.MaterializeResult:
     """Every transaction of the day scored by the published model (Parquet by day and hour)."""
     days = partition_days(context)
@@ -48,6 +51,10 @@ def scored_transactions(
         if baseline
     }
     worst = max(drift.values(), default=0.0)
+    if drift:  # the newest day's: the alert follows the last night
+        newest = drift[max(drift)]
+        push(monitoring.pushgateway_url, "scored_transactions",
+             psi_figures(bundle.metadata.version, newest))  # fmt: skip
     return dg.MaterializeResult(
         metadata={
             "rows": scores.num_rows,
