@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
+
+# No `_created` gauge beside every counter and histogram: Prometheus does not use them, and
+# they doubled the series (and the metric list) of both services.
+disable_created_metrics()
 
 registry = CollectorRegistry()
 
