@@ -3,7 +3,8 @@ publish the other training candidate as a canary on 10 % of cards.
 
 `python -m fraud_assets.demo verdict DAY` (the stream demo runs it once it has streamed DAY,
 with FRAUD_ASSETS_DECISION_LOG_BOOTSTRAP pointing at its broker): read DAY's decision log
-from Kafka, log the batch path's decisions, and print the rollout verdict."""
+from Kafka, log the batch path's decisions, and print the rollout verdict and the day's
+online/offline feature skew."""
 
 from __future__ import annotations
 
@@ -126,16 +127,27 @@ def verdict(day: str) -> int:
     settings = AssetSettings.from_env()
     resources = resources_for(settings)
     when = dt.date.fromisoformat(day)
-    materialize(settings, resources, ["decision_log", "batch_decisions", "rollout_verdict"], [when])
-    event = dg.DagsterInstance.get().get_latest_materialization_event(
-        dg.AssetKey("rollout_verdict")
+    materialize(
+        settings, resources,
+        ["decision_log", "batch_decisions", "rollout_verdict", "feature_skew"], [when],
+    )  # fmt: skip
+    wide = Console(width=max(console.width, 160))
+    console.print(f"[bold]rollout verdict for {day}[/bold] (also in the Dagster UI and MLflow)")
+    wide.print(Markdown(_latest_metadata("rollout_verdict", "verdict")))
+    console.print(
+        f"[bold]feature skew for {day}[/bold]: the stream's served feature vectors against "
+        "the Spark path's, row by row (the feature_skew asset)"
     )
+    wide.print(Markdown(_latest_metadata("feature_skew", "report")))
+    return 0
+
+
+def _latest_metadata(asset: str, key: str) -> str:
+    event = dg.DagsterInstance.get().get_latest_materialization_event(dg.AssetKey(asset))
     assert event is not None
     assert event.asset_materialization is not None
-    table = event.asset_materialization.metadata["verdict"]
-    console.print(f"[bold]rollout verdict for {day}[/bold] (also in the Dagster UI and MLflow)")
-    Console(width=max(console.width, 160)).print(Markdown(str(getattr(table, "value", table))))
-    return 0
+    value = event.asset_materialization.metadata[key]
+    return str(getattr(value, "value", value))
 
 
 if __name__ == "__main__":
