@@ -88,6 +88,9 @@ class SkewReport:
     causes: dict[str, int]
     mismatched: pa.Table
     """SKEW_SCHEMA rows, the largest difference first."""
+    served_degraded: int = 0
+    """Online decisions served without state (whether or not their vectors differ: a card
+    and merchant without history look the same either way)."""
     not_in_warehouse: int = 0
     """Online decisions on transactions the warehouse does not hold for the day (never
     landed, or quarantined): not compared."""
@@ -168,6 +171,7 @@ def compare(
         features=features,
         causes={c: int((causes[bad] == c).sum()) for c in CAUSES},
         mismatched=mismatched,
+        served_degraded=int(online["degraded"].fill_null(False).to_numpy(zero_copy_only=False).sum()),
         not_in_warehouse=missing,
     )
 
@@ -259,6 +263,8 @@ def markdown(report: SkewReport, worst: int = 10) -> str:
         + ", ".join(
             f"{p} {report.mismatches_by_path.get(p, 0)}/{n}" for p, n in report.rows_by_path.items()
         ),
+        "",
+        f"{report.served_degraded} of them were served degraded (without state).",
         "",
         "| cause | rows |",
         "|---|---|",

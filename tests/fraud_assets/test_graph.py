@@ -497,6 +497,7 @@ def test_a_clean_day_of_rest_decisions_has_no_feature_skew(
     assert len(sent) > 50
     assert not degraded
     assert meta["rows_compared"] == len(sent)
+    assert meta["served_degraded"] == 0
     assert meta["mismatched_rows"] == 0
     assert rows.num_rows == 0
     assert check.passed
@@ -511,6 +512,7 @@ def test_rows_served_while_redis_was_down_are_exactly_the_skew_and_called_degrad
     meta, check, rows = skew_report(result, platform)
     assert degraded == sent[40:]
     assert meta["rows_compared"] == len(sent)
+    assert meta["served_degraded"] == len(degraded)
     # A degraded vector differs where a card or a merchant had history (a first-ever
     # transaction's state is the default anyway).
     differing = set(rows.column("transaction_id").to_pylist())

@@ -62,6 +62,7 @@ def test_each_differing_row_gets_the_cause_that_explains_it(history: pa.Table, c
     report = compare(served(log), offline, {"1": contract}, late_after_us=HOUR_US)
     assert report.rows == 400
     assert report.rows_by_path == {"rest": 1, "stream": 399}
+    assert report.served_degraded == 1
     causes = dict(
         zip(report.mismatched.column("transaction_id").to_pylist(),
             report.mismatched.column("cause").to_pylist(), strict=True)

@@ -56,6 +56,7 @@ def feature_skew(
             "mismatch_rate": rate,
             "rows_by_path": worst.rows_by_path,
             "causes": worst.causes,
+            "served_degraded": worst.served_degraded,
             "not_in_warehouse": worst.not_in_warehouse,
             "features": _feature_table(worst),
             "report": dg.MetadataValue.md(markdown(worst)),
