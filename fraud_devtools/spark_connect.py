@@ -72,9 +72,10 @@ def main() -> None:
     # Ctrl-C does, instead of leaving it behind.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server = LocalSparkConnect(args.folder, server_config(settings), args.master, args.port)
-    server.start()
-    print(f"Spark Connect at {server.url} (log: {server.log_path}); Ctrl-C stops it", flush=True)
-    try:
+    try:  # a signal during start-up or right after it still stops the JVM
+        server.start()
+        print(f"Spark Connect at {server.url} (log: {server.log_path}); Ctrl-C stops it",
+              flush=True)  # fmt: skip
         while server.process is not None and server.process.poll() is None:
             time.sleep(1)
     except KeyboardInterrupt:

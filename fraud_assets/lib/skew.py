@@ -171,7 +171,9 @@ def compare(
         features=features,
         causes={c: int((causes[bad] == c).sum()) for c in CAUSES},
         mismatched=mismatched,
-        served_degraded=int(online["degraded"].fill_null(False).to_numpy(zero_copy_only=False).sum()),
+        served_degraded=int(
+            online["degraded"].fill_null(False).to_numpy(zero_copy_only=False).sum()
+        ),
         not_in_warehouse=missing,
     )
 

@@ -56,8 +56,28 @@ def run_in(image: str, script: str, user: str = "0:0") -> str:
 
 
 class Container(LocalProcess):
+    """`buildah run` of a working container. buildah does not pass SIGTERM on to what runs
+    inside, so stopping signals the whole session the run started in (tini, the service)."""
+
     def __init__(self, name: str) -> None:
         self.name = name
+
+    def stop(self, timeout: float = 30) -> float:
+        if self.process is None:
+            return 0.0
+        session = str(self.process.pid)  # start_process starts it in a session of its own
+
+        def gone() -> bool:
+            return subprocess.run(["pgrep", "-s", session], capture_output=True).returncode != 0
+
+        subprocess.run(["pkill", "--signal", "TERM", "-s", session], check=False)
+        try:
+            wait_until(gone, "the container's processes to exit", timeout)
+        except TimeoutError:
+            subprocess.run(["pkill", "--signal", "KILL", "-s", session], check=False)
+        self.process.wait(timeout=10)
+        self.process = None
+        return 0.0
 
     def remove(self) -> None:
         subprocess.run(["buildah", "rm", self.name], capture_output=True, check=False)
