@@ -134,6 +134,14 @@ base-image: install ## Make the Debian base image with debootstrap (once per mac
 image: install base-image ## Build the serving, streaming and assets images with buildah (deploy/Containerfile)
 	$(RUN) python -m fraud_devtools.images build serving streaming assets
 
+.PHONY: bench
+bench: install check-java kafka-jars ## Run the three benchmarks briefly (about 15 min) and print their ratios in one table; not part of make test
+	$(call apt_install,wrk)
+	$(RUN) python -m bench.serving --seconds 3
+	$(RUN) python -m bench.streaming --rows 20000 --seconds 5
+	$(RUN) python -m bench.batch --rows 300000 --connect-nights 2
+	$(RUN) python -m bench.summary
+
 .PHONY: rules
 rules: $(PROM_TOOLS) ## Check the alert and recording rules and run their unit tests with promtool
 	.tools/bin/promtool check rules helm/fraudscale/files/prometheus/rules.yml
