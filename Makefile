@@ -135,7 +135,7 @@ image: install base-image ## Build the serving, streaming and assets images with
 	$(RUN) python -m fraud_devtools.images build serving streaming assets
 
 .PHONY: bench
-bench: install check-java kafka-jars ## Run the three benchmarks briefly (about 15 min) and print their ratios in one table; not part of make test
+bench: install check-java kafka-jars ## Run the three benchmarks briefly (about 10 min) and print their ratios in one table; not part of make test
 	$(call apt_install,wrk)
 	$(RUN) python -m bench.serving --seconds 3
 	$(RUN) python -m bench.streaming --rows 20000 --seconds 5

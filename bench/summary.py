@@ -84,7 +84,7 @@ def table(results: dict[str, dict[str, Any]]) -> Table:
             out.add_row(target.benchmark, target.what, "—", target.goal, "", "not run")
             continue
         out.add_row(
-            target.benchmark, target.what, f"{value:.2f}", target.goal,
+            target.benchmark, target.what, f"{value:.3f}", target.goal,
             ("yes" if target.met(value) else "no") if target.goal else "",
             str(result.get("when", "")),  # type: ignore[union-attr]
         )  # fmt: skip
