@@ -13,6 +13,9 @@ bundle for us and FastAPI, the native booster file for MLServer's LightGBM runti
   (a real Kafka broker), a challenger scoring 10 % of requests in shadow, a canary answering
   5 % of cards (the champion's model under other versions: the same cost per score).
 - fraudscale /v2/models/{name}/infer: an FP32 [1, 30] tensor (Open Inference Protocol).
+- the ceiling: the same server settings and the same requests, a Litestar route that only
+  decodes the body with msgspec and returns a constant (bench/peers/ceiling_app.py): what
+  the framework and server allow before any scoring work.
 - FastAPI + pydantic /score: validation, stateless features, inference; no state, no cache.
 - MLServer 1.7.1 + mlserver-lightgbm, V2 infer of the same tensor, default settings and
   parallel_workers=0 (its best here). It runs from its own virtualenv (it needs uvloop 0.21),
@@ -58,6 +61,7 @@ console = Console()
 PROJECT = Path(__file__).resolve().parent.parent
 UNBATCHED = "fraudscale, batching off"
 ROLLOUT = "fraudscale + log, 10% shadow, 5% canary"
+CEILING = "ceiling: Litestar, decode only"
 MLSERVER_PINS = ["mlserver==1.7.1", "mlserver-lightgbm==1.7.1", "uvloop==0.21.0"]
 
 
@@ -251,6 +255,11 @@ def main() -> None:
         with pinned([sys.executable, "-m", "serving.app"], unbatched, base + "/v2/health/ready",
                     run / "fraudscale-unbatched.log"):  # fmt: skip
             measure(UNBATCHED, base, "/v1/score full path", "distinct")
+        # The ceiling: the same server settings, a route that only decodes the body.
+        ceiling = {"FRAUD_SERVING_PORT": str(port)}
+        with pinned([sys.executable, "-m", "bench.peers.ceiling_app"], ceiling,
+                    base + "/v2/health/ready", run / "ceiling.log"):  # fmt: skip
+            measure(CEILING, base, "/v1/score decode only", "distinct")
     finally:
         redis.kill()
         kafka.kill()
@@ -304,6 +313,10 @@ def main() -> None:
         "full path with rollout vs MLServer best (V2)": best_of(ROLLOUT, "/v1/score full path")
         / best("MLServer", "V2 infer"),
     }
+    ceiling_rps = {p.concurrency: p.rps for p in points if p.server == CEILING}
+    for p in points:
+        if p.server == "fraudscale (Litestar)" and p.path == "/v1/score full path":
+            ratios[f"full path vs ceiling at c{p.concurrency}"] = p.rps / ceiling_rps[p.concurrency]
     p99_c16 = [
         p.p99_ms for p in points
         if p.server == "fraudscale (Litestar)" and p.path == "/v1/score full path"
