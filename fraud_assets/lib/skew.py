@@ -155,8 +155,9 @@ def compare(
     delta = np.abs(served_x.astype(np.float64) - offline_x.astype(np.float64))
     differs = ~np.isclose(served_x, offline_x, rtol=RTOL, atol=ATOL, equal_nan=True)
     bad = np.flatnonzero(differs.any(axis=1))
-    causes = _causes(online, differs, late_after_us)
     paths = online["path"].to_numpy(zero_copy_only=False)
+    degraded = online["degraded"].fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
+    causes = _causes(online, differs, paths, degraded, late_after_us)
     features = [
         FeatureSkew(
             name, len(online), int(differs[:, j].sum()), float(delta[:, j].max(initial=0.0))
@@ -171,9 +172,7 @@ def compare(
         features=features,
         causes={c: int((causes[bad] == c).sum()) for c in CAUSES},
         mismatched=mismatched,
-        served_degraded=int(
-            online["degraded"].fill_null(False).to_numpy(zero_copy_only=False).sum()
-        ),
+        served_degraded=int(degraded.sum()),
         not_in_warehouse=missing,
     )
 
@@ -188,18 +187,22 @@ def _vectors(online: pa.Table) -> np.ndarray:
     )
 
 
-def _causes(online: pa.Table, differs: np.ndarray, late_after_us: int) -> np.ndarray:
+def _causes(
+    online: pa.Table,
+    differs: np.ndarray,
+    paths: np.ndarray,
+    degraded: np.ndarray,
+    late_after_us: int,
+) -> np.ndarray:
     n = len(online)
-    degraded = online["degraded"].fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
     event = online["event_time_us"].to_numpy()
     decided = online["decision_time_us"].to_numpy()
     lag = decided - event
-    paths = online["path"].to_numpy(zero_copy_only=False)
     late = np.zeros(n, dtype=bool)
     for path in np.unique(paths):
         mine = paths == path
         late[mine] = lag[mine] - np.median(lag[mine]) > late_after_us
-    late |= _overtaken(online["path"].to_pylist(), online["card_id"].to_pylist(), event, decided)
+    late |= _overtaken(paths.tolist(), online["card_id"].to_pylist(), event, decided)
     only_labels = differs.any(axis=1) & ~(differs & ~_LABEL_MASK).any(axis=1)
     out = np.full(n, "unexplained", dtype=object)
     out[only_labels] = "label_timing"

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pyarrow as pa
 import pytest
 import yaml
@@ -42,6 +41,7 @@ from fraud_devtools.stream_workers import LocalWorker, produce, transaction_reco
 from serving.app import create_app
 from serving.settings import ServingSettings
 from tests.conftest import rollout_store
+from tests.serving.test_online_state import wire
 
 pytestmark = [
     pytest.mark.integration,
@@ -101,7 +101,7 @@ class Traffic:
             elif n % 10 != 9 or not body:
                 row = self.rest_rows[n % len(self.rest_rows)]
                 row = {**row, "transaction_id": f"{row['transaction_id']}-{n}"}
-                body = msgspec.json.encode({**row, "timestamp": row["timestamp"].isoformat()})
+                body = wire(row)
             try:
                 connection.request("POST", "/v1/score", body, {"content-type": "application/json"})
                 response = connection.getresponse()
