@@ -54,7 +54,8 @@ class AssetSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Folder of AOT caches for JDK 25+ drivers (`make spark-aot`); default <data_dir>/spark-aot;
     `off` for none."""
     online_redis_url: str = ""
-    """The REST service's Redis, loaded by `online_state` in the nightly job; empty: nothing
+    """The REST service's Redis, loaded by `online_state` in the nightly job (redis://,
+    redis+sentinel:// or redis+cluster://, as the REST service's setting); empty: nothing
     is loaded (stream workers keep the states current)."""
     label_delay_days: float = 3.0
     """In history, a label is taken to be known this long after its transaction (chargebacks

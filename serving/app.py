@@ -9,7 +9,6 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
@@ -18,6 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from fraud_core.features import warm_up
 from fraud_core.model_store import ModelHolder, ModelStore, RegistryRollout, RolloutSource
+from fraud_core.online_store import connect_async
 from serving.auth import Access, parse_api_keys
 from serving.batching import RowScorer
 from serving.cache import ScoreCache
@@ -53,20 +53,17 @@ def create_app(
         models = ModelHolder(source, threads=config.onnx_threads)
         await asyncio.to_thread(models.refresh)
         await asyncio.to_thread(warm_up)
-        redis = None
-        if config.redis_url:
-            timeout = config.redis_timeout_ms / 1000
-            redis = aioredis.Redis.from_url(
-                config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-            )
-        state = online_state or (RedisOnlineState(redis) if redis is not None else NoOnlineState())
-        cache = (
-            ScoreCache(
-                l1_size=config.l1_cache_size, ttl_seconds=config.cache_ttl_seconds, redis=redis
-            )
-            if config.cache_enabled
-            else None
+        timeout = config.redis_timeout_ms / 1000
+        redis = connect_async(config.redis_url, timeout=timeout) if config.redis_url else None
+        state = online_state or (
+            RedisOnlineState(redis, timeout) if redis is not None else NoOnlineState()
         )
+        cache = None
+        if config.cache_enabled:
+            cache = ScoreCache(
+                l1_size=config.l1_cache_size, ttl_seconds=config.cache_ttl_seconds, redis=redis,
+                redis_timeout=timeout,
+            )  # fmt: skip
         tracer = make_tracer(config.otlp_endpoint, tracer_provider)
         metrics = ServingMetrics()
         batching = (

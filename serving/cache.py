@@ -14,22 +14,27 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import TYPE_CHECKING
 
 import msgspec
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from fraud_core.features import FEATURE_VERSION
+from fraud_core.online_store import REDIS_FAULTS, is_cluster, read_many
 from fraud_core.rollout import CHAMPION
 from fraud_core.schema import Transaction
 from fraud_core.scoring import Score
+from serving.telemetry import Throttled
+
+if TYPE_CHECKING:
+    from fraud_core.online_store import AsyncClient
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "fraudscale:score:v2:"
 WRITE_DELAY = 0.01
 # SET with an expiry for many keys in one command: redis-py's cost is per command, so one
-# command for a batch's scores instead of one per score. ARGV: values..., ttl_ms.
+# command for a batch's scores instead of one per score. ARGV: values..., ttl_ms. A cluster
+# refuses a script whose keys span slots: there the writes are a pipeline of SETs, which the
+# cluster client sends to each node in one round trip.
 _SET_MANY = """
 local ttl = ARGV[#ARGV]
 for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i], 'PX', ttl) end
@@ -88,18 +93,25 @@ class ScoreCache:
         *,
         l1_size: int,
         ttl_seconds: float,
-        redis: aioredis.Redis | None = None,
+        redis: AsyncClient | None = None,
+        redis_timeout: float | None = None,
     ) -> None:
+        """`redis_timeout`: seconds an L2 read may take in all before it counts as a miss."""
         self.l1 = LocalScores(l1_size, ttl_seconds)
-        self.redis = redis
+        self.redis, self.redis_timeout = redis, redis_timeout
         self.ttl = ttl_seconds
         self.hits = {"l1": 0, "l2": 0}
         self.misses = 0
         self.bypasses = 0
         """L2 reads or writes skipped because Redis failed."""
         self._unwritten: list[tuple[str, Score]] = []
-        self._set_many = redis.register_script(_SET_MANY) if redis is not None else None
+        self._set_many = (
+            redis.register_script(_SET_MANY)
+            if redis is not None and not is_cluster(redis)
+            else None
+        )
         self._writer: asyncio.Task[None] | None = None
+        self._unavailable = Throttled(log)
 
     def get_local(self, keys: Sequence[str]) -> list[Score] | None:
         """Every key's score from L1 (marked cached), or None if any is missing there."""
@@ -116,10 +128,10 @@ class ScoreCache:
         if missing and self.redis is not None:
             try:
                 # decode_responses is off: raw MessagePack bytes (or None).
-                values = cast(list[bytes | None], await self.redis.mget([keys[i] for i in missing]))
-            except (RedisError, OSError) as exc:
+                values = await read_many(self.redis, [keys[i] for i in missing], self.redis_timeout)
+            except REDIS_FAULTS as exc:
                 self.bypasses += 1
-                log.warning("score cache L2 unavailable: %s", exc)
+                self._unavailable.warning("score cache L2 unavailable: %r", exc)
                 values = [None] * len(missing)
             for i, value in zip(missing, values, strict=True):
                 if value is not None:
@@ -146,18 +158,25 @@ class ScoreCache:
         await self._write()
 
     async def _write(self) -> None:
-        assert self._set_many is not None
+        assert self.redis is not None
         items, self._unwritten = self._unwritten, []
         if not items:
             return
+        ttl_ms = int(self.ttl * 1000)
         try:
-            await self._set_many(
-                keys=[key for key, _ in items],
-                args=[*(_pack.encode(score) for _, score in items), int(self.ttl * 1000)],
-            )
-        except (RedisError, OSError) as exc:
+            if self._set_many is None:  # a cluster
+                pipe = self.redis.pipeline(transaction=False)
+                for key, score in items:
+                    pipe.set(key, _pack.encode(score), px=ttl_ms)
+                await pipe.execute()
+            else:
+                await self._set_many(
+                    keys=[key for key, _ in items],
+                    args=[*(_pack.encode(score) for _, score in items), ttl_ms],
+                )
+        except REDIS_FAULTS as exc:
             self.bypasses += 1
-            log.warning("score cache L2 write skipped: %s", exc)
+            self._unavailable.warning("score cache L2 write skipped: %r", exc)
 
     async def drain(self) -> None:
         """Write what waits for L2 now (shutdown, tests)."""

@@ -34,9 +34,13 @@ class ServingSettings(msgspec.Struct, frozen=True, kw_only=True):
     """onnxruntime intra-op threads; one is fastest for small batches on shared cores."""
     redis_url: str = ""
     """Online state store (card and merchant states written by the stream workers), e.g.
-    redis://127.0.0.1:6379/0; empty: no online store, every card scores as new."""
+    redis://127.0.0.1:6379/0, redis+sentinel://h1:26379,h2:26379/<service>[/db] (the
+    primary those Sentinels name) or redis+cluster://h1:6379,h2:6379 (a Redis Cluster);
+    empty: no online store, every card scores as new. The score cache's second level lives
+    there too."""
     redis_timeout_ms: float = 20.0
-    """Past this a Redis read is abandoned and the request scored with default state."""
+    """Past this a Redis read is abandoned (retries and a cluster's redirects included) and the
+    request scored with default state."""
     cache_enabled: bool = True
     """Cache scores by request and model version (retries of a transaction are served from it)."""
     cache_ttl_seconds: float = 300.0

@@ -49,3 +49,23 @@ def configure_json_logs(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+class Throttled:
+    """A logger's warnings about one condition at most once per `seconds`, each saying how
+    many were left out since the last: an outage must not write a line per request."""
+
+    def __init__(self, log: logging.Logger, seconds: float = 5.0) -> None:
+        self.log, self.seconds = log, seconds
+        self._last = -float("inf")
+        self._left_out = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last < self.seconds:
+            self._left_out += 1
+            return
+        if self._left_out:
+            message += f" ({self._left_out} more in the last {now - self._last:.0f} s)"
+        self.log.warning(message, *args)
+        self._last, self._left_out = now, 0

@@ -19,15 +19,13 @@ from collections.abc import Sequence
 from typing import cast
 
 import msgspec
-import redis.asyncio as aioredis
 from faust.streams import Stream
 from faust.types import TP, StreamT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
 
 from fraud_core.model_store import ModelHolder, Served
-from fraud_core.online_store import queue_states
+from fraud_core.online_store import REDIS_FAULTS, connect_async, queue_states
 from fraud_core.outbox import Outbox
 from fraud_core.rollout import SHADOW, encode_decision
 from fraud_core.state import CardState, MerchantState
@@ -62,11 +60,7 @@ class OnlineStateWriter:
     """
 
     def __init__(self, url: str, retry_seconds: float = 5.0) -> None:
-        self.client = (
-            aioredis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
-            if url
-            else None
-        )
+        self.client = connect_async(url, timeout=0.25) if url else None
         self.retry_seconds = retry_seconds
         self._paused_until = 0.0
 
@@ -80,7 +74,7 @@ class OnlineStateWriter:
         queue_states(pipe, cards, merchants)
         try:
             await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_FAULTS as exc:
             metrics.redis_errors.inc()
             self._paused_until = time.monotonic() + self.retry_seconds
             log.warning("online state not written to Redis (retry in %gs): %s",

@@ -36,7 +36,9 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     """How often the store's pointers are checked for a new publication or rollout step."""
     redis_url: str = ""
     """Where card and merchant states are written for the REST service, e.g.
-    redis://127.0.0.1:6379/0; empty: the stream keeps them in its tables only."""
+    redis://127.0.0.1:6379/0, redis+sentinel://h1:26379,h2:26379/<service>[/db] (the
+    primary those Sentinels name) or redis+cluster://h1:6379,h2:6379 (a Redis Cluster);
+    empty: the stream keeps them in its tables only."""
     batch_max: int = 500
     """Most transactions scored in one onnxruntime call."""
     batch_wait_ms: float = 5.0

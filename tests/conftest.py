@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import msgspec
 import numpy as np
@@ -25,7 +27,7 @@ from fraud_core.state import replay
 from fraud_data.landing import read_landing
 from fraud_data.simulator import SimulationConfig, generate
 from fraud_devtools.kafka import LocalKafka
-from fraud_devtools.redis_server import LocalRedis
+from fraud_devtools.redis_server import LocalRedis, LocalRedisCluster, LocalSentinel
 
 SAMPLE_TRANSACTION = {
     "transaction_id": "t-1",
@@ -168,6 +170,46 @@ def redis_server(tmp_path: Path) -> Iterator[LocalRedis]:
     server.start()
     yield server
     server.kill()
+
+
+class Background:
+    """Threads (`threads`, set by the subclass) that run until `stop`, started and stopped by
+    `with`: load on a service while a test breaks something."""
+
+    threads: list[threading.Thread]
+    stopping: threading.Event
+
+    def __enter__(self) -> Self:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+
+RedisTopology = LocalRedis | LocalSentinel | LocalRedisCluster
+
+
+@pytest.fixture(params=["server", "sentinel", "cluster"])
+def redis_topology(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisTopology]:
+    """A real Redis of each shape a deployment runs: one server; a primary and a replica
+    behind three Sentinels; a cluster of three primaries with a replica each. Each has `url`
+    (the setting the services take)."""
+    topology: RedisTopology = {
+        "server": LocalRedis, "sentinel": LocalSentinel, "cluster": LocalRedisCluster,
+    }[request.param](tmp_path / request.param)  # fmt: skip
+    topology.start()
+    yield topology
+    if isinstance(topology, LocalRedis):
+        topology.kill()
+    else:
+        topology.stop()
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ from fraud_devtools.rest_server import running_server
 from fraud_devtools.stream_workers import LocalWorker, produce, transaction_records
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tests.conftest import rollout_store
+from tests.conftest import Background, rollout_store
 from tests.serving.test_online_state import wire
 
 pytestmark = [
@@ -56,7 +56,7 @@ RATE_INTERVAL = "5s"
 """What Grafana's $__rate_interval becomes here (four 1-second scrapes and some)."""
 
 
-class Traffic:
+class Traffic(Background):
     """REST requests and stream transactions from the history, until stopped: new
     transactions, every tenth request a repeat (a cache hit), every 50th invalid (a 4xx);
     every 100th stream record undecodable (a dead letter)."""
@@ -72,16 +72,6 @@ class Traffic:
             threading.Thread(target=self._rest, daemon=True),
             threading.Thread(target=self._stream, daemon=True),
         ]
-
-    def __enter__(self) -> Traffic:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
 
     def _rest(self) -> None:
         host, port = self.rest.split(":")

@@ -14,13 +14,14 @@ from litestar.testing import TestClient
 from fraud_core.features import DAY_US, DEFAULT_LABEL_DELAY_US, arrow_columns, feature_matrix
 from fraud_core.inference import Scorer
 from fraud_core.model_store import ModelStore
-from fraud_core.online_store import CARD_STATE_TTL_MS, card_key, load_history
+from fraud_core.online_store import CARD_STATE_TTL_MS, card_key, connect, load_history
 from fraud_core.state import replay
 from fraud_devtools.processes import wait_until
 from fraud_devtools.redis_server import LocalRedis
 from serving.app import create_app
+from serving.cache import KEY_PREFIX
 from serving.settings import ServingSettings
-from tests.conftest import relabelled, with_unknown_labels
+from tests.conftest import RedisTopology, relabelled, with_unknown_labels
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +38,9 @@ def client(tmp_path: Path, bundle, url: str) -> TestClient:  # type: ignore[no-u
 
 
 def test_rest_score_equals_the_reference_given_the_same_history(
-    tmp_path: Path, redis_server: LocalRedis, trained, history: pa.Table
+    tmp_path: Path, redis_topology: RedisTopology, trained, history: pa.Table
 ) -> None:  # type: ignore[no-untyped-def]
+    """On one server, behind Sentinels and on a cluster (where a batch's keys span slots)."""
     # The busiest card's last transaction, after all the history before it.
     counts = pc.value_counts(history.column("card_id")).to_pylist()
     busiest = max(counts, key=lambda c: c["counts"])["values"]
@@ -46,11 +48,11 @@ def test_rest_score_equals_the_reference_given_the_same_history(
     target = rows[-1]
     row = history.slice(target, 1).to_pylist()[0]
     cards, merchants = load_history(
-        history.slice(0, target), redis_server.url, DEFAULT_LABEL_DELAY_US
+        history.slice(0, target), redis_topology.url, DEFAULT_LABEL_DELAY_US
     )
     assert cards > 100
     assert merchants > 10
-    stored = redis.Redis.from_url(redis_server.url)
+    stored = connect(redis_topology.url)
     ttl_ms = stored.pttl(card_key(busiest))
     assert CARD_STATE_TTL_MS - 60_000 < ttl_ms <= CARD_STATE_TTL_MS  # every writer sets it
     expected = Scorer(trained.bundle).score(
@@ -58,10 +60,16 @@ def test_rest_score_equals_the_reference_given_the_same_history(
             {**arrow_columns(history), **replay(history)}, trained.bundle.metadata.contract
         )[target : target + 1]
     )[0]
-    with client(tmp_path, trained.bundle, redis_server.url) as rest:
+    with client(tmp_path, trained.bundle, redis_topology.url) as rest:
         body = rest.post("/v1/score", content=wire(row)).json()
+        retry = rest.post("/v1/score", content=wire(row)).json()
     assert body["features_degraded"] is False
     assert body["score"] == float(expected)
+    assert (retry["cached"], retry["score"]) == (True, body["score"])
+    # The score cache's writes reach Redis (a script on one server, a pipeline on a cluster).
+    wait_until(
+        lambda: any(True for _ in stored.scan_iter(match=KEY_PREFIX + "*")), "the L2 write", 5
+    )
 
 
 def test_rest_follows_the_models_label_delay_with_unknown_labels_in_history(
@@ -120,7 +128,6 @@ def test_cache_serves_retries_never_across_model_versions(
 
     from fraud_core.bundle import make_bundle
     from fraud_core.scoring import Score
-    from serving.cache import KEY_PREFIX
 
     row = wire(history.slice(5, 1).to_pylist()[0])
     raw = redis.Redis.from_url(redis_server.url)
