@@ -91,6 +91,10 @@ kafka-up: kafka-jars ## Start a single-node Kafka broker (KRaft) on 127.0.0.1:90
 kafka-down: install ## Stop the broker that kafka-up started
 	$(RUN) python -m fraud_devtools.kafka down
 
+.PHONY: spark-cluster
+spark-cluster: install check-java ## Run a standalone Spark cluster (master + 2 workers, pyspark's jars) on loopback until Ctrl-C; FRAUD_ASSETS_SPARK_MASTER takes the URL it prints
+	$(RUN) python -m fraud_devtools.spark_cluster --workers 2
+
 .PHONY: stream
 stream: install ## Run a stream worker (FRAUD_STREAM_* settings; KAFKA_BOOTSTRAP_SERVERS, default 127.0.0.1:9092)
 	$(RUN) python -m streaming worker --loglevel info

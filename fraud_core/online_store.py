@@ -21,7 +21,8 @@ workers and the nightly assets accept the same setting.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeAlias, cast
 from urllib.parse import unquote
 
@@ -68,11 +69,11 @@ def queue_states(
 ) -> int:
     """Queue one SET with its TTL per state on `pipe` (executed by the caller); returns how
     many were queued."""
-    for card_id, card in cards.items():
-        pipe.set(card_key(card_id), encode_state(card), px=CARD_STATE_TTL_MS)
-    for merchant_id, merchant in merchants.items():
-        pipe.set(merchant_key(merchant_id), encode_state(merchant), px=MERCHANT_STATE_TTL_MS)
-    return len(cards) + len(merchants)
+    queued = 0
+    for key, value, ttl_ms in encoded_states(cards, merchants):
+        pipe.set(key, value, px=ttl_ms)
+        queued += 1
+    return queued
 
 
 SENTINEL_SCHEME = "redis+sentinel"
@@ -229,16 +230,38 @@ def write_states(
     chunk: int = 10_000,
 ) -> None:
     """Write states to the Redis at `redis_url`, `chunk` keys per round trip."""
+    write_encoded(redis_url, encoded_states(cards, merchants), chunk=chunk)
+
+
+def encoded_states(
+    cards: Mapping[str, CardState], merchants: Mapping[str, MerchantState]
+) -> Iterator[tuple[str, bytes, int]]:
+    """(key, value, time to live in ms) of each state, as every writer stores it."""
+    for card_id, card in cards.items():
+        yield card_key(card_id), encode_state(card), CARD_STATE_TTL_MS
+    for merchant_id, merchant in merchants.items():
+        yield merchant_key(merchant_id), encode_state(merchant), MERCHANT_STATE_TTL_MS
+
+
+def write_encoded(
+    redis_url: str, items: Iterable[tuple[str, bytes, int]], *, chunk: int = 10_000
+) -> int:
+    """SET each (key, value, ttl_ms) at `redis_url`, `chunk` keys per round trip (pipelined;
+    on a cluster, to each node); returns how many were written. SETs repeat safely, so a
+    retried writer (a Spark task run again) writes the same."""
     client = connect(redis_url)
-    card_items, merchant_items = list(cards.items()), list(merchants.items())
+    written = 0
+    rest = iter(items)
     try:
-        for start in range(0, max(len(card_items), len(merchant_items)), chunk):
-            part = slice(start, start + chunk)
+        while part := list(itertools.islice(rest, chunk)):
             pipe = client.pipeline(transaction=False)
-            queue_states(pipe, dict(card_items[part]), dict(merchant_items[part]))
+            for key, value, ttl_ms in part:
+                pipe.set(key, value, px=ttl_ms)
             pipe.execute()
+            written += len(part)
     finally:
         client.close()
+    return written
 
 
 def load_history(history: pa.Table, redis_url: str, label_delay_us: int) -> tuple[int, int]:

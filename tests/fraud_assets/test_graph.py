@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from fraud_core.online_store import write_states
 from fraud_core.rollout import CHALLENGER, CHAMPION, SHADOW, bucket, decision_id
 from fraud_core.schema import timestamps_us
 from fraud_core.state import end_states, replay
+from fraud_devtools.processes import wait_until
+from fraud_devtools.redis_server import LocalRedis
 from serving.app import create_app
 from serving.services import scoring as scoring_service
 from serving.settings import ServingSettings
@@ -272,35 +275,44 @@ def test_sensor_waits_for_new_labelled_days_then_asks_for_retraining(platform, i
 def test_online_state_loads_end_of_day_states_into_redis(
     platform, history, instance, redis_server
 ) -> None:  # type: ignore[no-untyped-def]
-    import redis
-
+    """Spark's end-of-day states, written by its executors, equal the reference replay's for
+    every card and merchant, byte for byte."""
     from fraud_assets.defs.resources import OnlineStoreResource
-    from fraud_core.online_store import card_key, merchant_key
-    from fraud_core.state import decode_card_state, decode_merchant_state
 
     resources = dict(platform["resources"])
     unset = run_range(instance, resources, ["online_state"], DAYS[-1], DAYS[-1])
     assert materialization_metadata(unset, "online_state")["loaded"] is False
     resources["online_store"] = OnlineStoreResource(redis_url=redis_server.url)
     loaded = run_range(instance, resources, ["online_state"], DAYS[-1], DAYS[-1])
-    cards: dict = {}  # type: ignore[type-arg]
-    merchants: dict = {}  # type: ignore[type-arg]
-    replay(history, cards, merchants)  # the history ends with the last day
+    cards, merchants = assert_online_states_equal_the_reference(redis_server.url, history)
     metadata = materialization_metadata(loaded, "online_state")
-    assert (metadata["cards"], metadata["merchants"]) == (len(cards), len(merchants))
-    client = redis.Redis.from_url(redis_server.url)
-    for card in sorted(cards)[:50]:
-        assert decode_card_state(client.get(card_key(card))) == cards[card]
-    for merchant in sorted(merchants)[:20]:
-        assert decode_merchant_state(client.get(merchant_key(merchant))) == merchants[merchant]
+    assert (metadata["cards"], metadata["merchants"]) == (cards, merchants)
+
+
+def assert_online_states_equal_the_reference(url: str, history: pa.Table) -> tuple[int, int]:
+    """The Redis at `url` holds exactly the end states of `history` (which ends with the last
+    day; ties in time in transaction id order), byte for byte; returns how many cards and
+    merchants."""
+    from fraud_core.online_store import connect, encoded_states
+
+    cards, merchants = end_states(
+        history.sort_by([("timestamp", "ascending"), ("transaction_id", "ascending")])
+    )
+    client = connect(url)
+    expected = list(encoded_states(cards, merchants))
+    stored = client.mget([key for key, _, _ in expected])
+    assert stored == [value for _, value, _ in expected]
+    assert len(client.keys("*")) == len(expected)  # and nothing else
+    client.close()
+    return len(cards), len(merchants)
 
 
 def rerun_night(
     platform: dict[str, Any], landing: Path, history: pa.Table, env: dict[str, str]
 ) -> str:
     """Run the last scored day's Spark assets again in a Dagster run of its own process with
-    `env`; assert its features equal the reference and its scores the first run's. Returns
-    what the run printed."""
+    `env`; assert its features equal the reference and its scores the first run's, and that
+    no staging folder is left behind. Returns what the run printed (its logs included)."""
     day = SCORED_DAYS[-1]
     names = ["card_features", "scored_transactions"]
     before = {name: table(platform, name, [day]).sort_by("transaction_id") for name in names}
@@ -318,7 +330,49 @@ def rerun_night(
     )
     assert scores["transaction_id"].equals(earlier["transaction_id"])
     np.testing.assert_allclose(scores["score"].to_numpy(), earlier["score"].to_numpy(), atol=1e-6)
-    return run.stdout
+    warehouse = Path(platform["resources"]["storage"].warehouse_dir)
+    assert not list(warehouse.glob("**/.staging-*"))  # no half-written day anywhere
+    assert not list(warehouse.glob("**/_temporary"))
+    return run.stdout + run.stderr
+
+
+def test_a_nightly_run_on_a_standalone_cluster_survives_a_killed_worker(
+    platform, landing, history, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """FRAUD_ASSETS_SPARK_MASTER=spark://...: a master and two workers on loopback featurize
+    and score a day as the local session did, and load the online store as the reference
+    replay, although one worker (and its executor) is killed mid-job: Spark runs its lost
+    tasks again on the other."""
+    from fraud_devtools.spark_cluster import LocalSparkCluster
+
+    cluster = LocalSparkCluster(tmp_path / "cluster", workers=2, cores=1, memory="1536m")
+    cluster.start()
+    redis = LocalRedis(tmp_path / "redis")
+    redis.start()
+    killed: list[int] = []
+
+    def kill_a_busy_worker() -> None:
+        wait_until(lambda: cluster.tasks_started(0) >= 4, "tasks on worker 0", 300)
+        cluster.kill_worker(0)
+        killed.append(cluster.tasks_started(0))
+
+    killer = threading.Thread(target=kill_a_busy_worker, daemon=True)
+    killer.start()
+    try:
+        printed = rerun_night(platform, landing, history, {
+            "FRAUD_ASSETS_SPARK_MASTER": cluster.master_url,
+            "FRAUD_ASSETS_SPARK_DRIVER_MEMORY": "1g",
+            "FRAUD_ASSETS_ONLINE_REDIS_URL": redis.url,
+        })  # fmt: skip
+        killer.join(timeout=10)
+        after = cluster.tasks_started(1)
+        assert_online_states_equal_the_reference(redis.url, history)
+    finally:
+        cluster.stop()
+        redis.kill()
+    assert killed  # the worker died while the job ran ...
+    assert "Lost executor" in printed or "ExecutorLostFailure" in printed  # ... mid-job
+    assert after > 0
 
 
 def test_a_nightly_run_through_spark_connect_gives_the_same_features_and_scores(
@@ -381,10 +435,12 @@ spark = SparkResource(
     spark_config={**spark_config(settings), "spark.sql.shuffle.partitions": "4"},
     java_home=settings.java_home,
 )
+online = ["online_state"] if settings.online_redis_url else []
 with dg.DagsterInstance.ephemeral() as instance:
     materialize_graph(
-        ["card_features", "scored_transactions"], settings=settings, instance=instance,
-        resources=make_resources(root, landing, spark), days=(day, day),
+        ["card_features", "scored_transactions", *online], settings=settings,
+        instance=instance, days=(day, day),
+        resources=make_resources(root, landing, spark, redis_url=settings.online_redis_url),
     )
 session = spark.spark_session
 print("session:", type(session).__module__)

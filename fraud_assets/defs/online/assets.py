@@ -3,12 +3,14 @@
 For deployments without stream workers (which keep these states current as events arrive):
 the state as of the end of the day replaces what Redis holds for those cards and merchants.
 With stream workers running, leave FRAUD_ASSETS_ONLINE_REDIS_URL unset: a nightly load would
-put back states older than theirs.
+put back states older than theirs. Spark computes the states and its executors write them
+(fraud_assets.lib.spark_online_state), so the load scales with the cluster.
 """
 
 import datetime as dt
 
 import dagster as dg
+from dagster_pyspark import LazyPySparkResource
 
 from fraud_assets.defs.partitions import look_back, partition_days, single_run
 from fraud_assets.defs.resources import (
@@ -17,15 +19,16 @@ from fraud_assets.defs.resources import (
     StorageResource,
     champion_for_features,
 )
-from fraud_assets.lib.batch import lookback_days
-from fraud_assets.lib.warehouse import existing_day_folders, read_days
+from fraud_assets.lib.batch import DayHistory, day_start_us, lookback_days
+from fraud_assets.lib.spark_online_state import write_end_states
+from fraud_assets.lib.warehouse import existing_day_folders
 from fraud_core.features import label_lookback_days
-from fraud_core.online_store import load_history
 
 
 def online_state(
     context: dg.AssetExecutionContext,
     storage: StorageResource,
+    spark: LazyPySparkResource,
     online_store: OnlineStoreResource,
     features: FeaturesResource,
 ) -> dg.MaterializeResult:
@@ -40,14 +43,16 @@ def online_state(
         raise dg.Failure(description=f"raw_transactions missing for {day}: materialize it")
     champion_for_features(storage, features)  # REST scores these states with it
     delay = features.label_delay_us
-    days = lookback_days(day, day + dt.timedelta(days=1), label_lookback_days(delay))
-    history = read_days(raw, days).sort_by("timestamp")  # the days that exist
-    cards, merchants = load_history(history, online_store.redis_url, delay)
+    end = day + dt.timedelta(days=1)
+    days = lookback_days(day, end, label_lookback_days(delay))
+    history = DayHistory(spark.spark_session, raw)  # the days that exist
+    cards, merchants = write_end_states(
+        history(day_start_us(days[0]), day_start_us(end)), delay, online_store.redis_url
+    )
     return dg.MaterializeResult(
         metadata={
             "loaded": True, "cards": cards, "merchants": merchants,
-            "history_days": len(existing_day_folders(raw, days)),
-            "history_rows": history.num_rows,
+            "history_days": len(history.folders_read),
         }
     )  # fmt: skip
 
@@ -60,6 +65,6 @@ def build(daily: dg.PartitionsDefinition, label_delay_us: int) -> list[dg.Assets
             deps=[dg.AssetDep("raw_transactions", partition_mapping=look_back(label_delay_us))],
             backfill_policy=single_run,  # a range of days is one run, which loads the newest
             group_name="serving",
-            kinds={"redis"},
+            kinds={"spark", "redis"},
         )(online_state),
     ]
