@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -21,9 +22,16 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-from fraud_devtools.processes import LocalProcess, free_port, port_answers, start_process
+from fraud_devtools.processes import (
+    LocalProcess,
+    free_port,
+    port_answers,
+    start_process,
+    wait_until,
+)
 
 PROJECT = Path(__file__).resolve().parent.parent
 POM = Path(__file__).resolve().parent / "kafka_jars" / "pom.xml"
@@ -61,12 +69,19 @@ def fetch_jars(home: Path = KAFKA_HOME) -> Path:
     return libs
 
 
-def broker_config(folder: Path, port: int, controller_port: int, partitions: int) -> str:
+def broker_config(
+    folder: Path, port: int, controller_port: int, partitions: int,
+    node_id: int = 1, voters: str = "", replicas: int = 1,
+) -> str:  # fmt: skip
+    """A combined broker and controller. `voters` is the controller quorum (this node alone
+    when empty); `replicas` the replication of the topics the brokers create themselves and
+    of their internal ones, with `replicas - 1` in sync required for a write when above 1."""
+    in_sync = max(1, replicas - 1)
     return "\n".join(
         [
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+            f"node.id={node_id}",
+            f"controller.quorum.voters={voters or f'{node_id}@127.0.0.1:{controller_port}'}",
             f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
             f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
             "controller.listener.names=CONTROLLER",
@@ -74,10 +89,12 @@ def broker_config(folder: Path, port: int, controller_port: int, partitions: int
             "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             f"log.dirs={folder / 'data'}",
             f"num.partitions={partitions}",
-            "offsets.topic.replication.factor=1",
+            f"default.replication.factor={replicas}",
+            f"min.insync.replicas={in_sync}",
+            f"offsets.topic.replication.factor={replicas}",
             "offsets.topic.num.partitions=4",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
+            f"transaction.state.log.replication.factor={replicas}",
+            f"transaction.state.log.min.isr={in_sync}",
             "transaction.state.log.num.partitions=4",
             # A consumer group starts at once instead of waiting for more members.
             "group.initial.rebalance.delay.ms=0",
@@ -107,30 +124,75 @@ class LocalKafka(LocalProcess):
         self.controller_port = controller_port or free_port()
         self.partitions = partitions
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.node_id, self.voters, self.replicas = 1, "", 1
+        self.cluster_id = uuid.uuid4().hex[:22]
+        """Set alike on every node of a cluster (LocalKafkaCluster)."""
 
     def _java(self, libs: Path, *args: str) -> list[str]:
         return ["java", *JVM_OPTIONS, "-cp", f"{libs}/*", *args]
 
-    def start(self, timeout: float = 90) -> None:
+    def start(self, timeout: float = 90, ready: Callable[[], bool] | None = None) -> None:
+        """Start the node and wait until `ready` (default: it answers a metadata request)."""
         libs = fetch_jars()
         self.folder.mkdir(parents=True, exist_ok=True)
         config = self.folder / "server.properties"
         config.write_text(
-            broker_config(self.folder, self.port, self.controller_port, self.partitions)
-        )
+            broker_config(
+                self.folder, self.port, self.controller_port, self.partitions,
+                self.node_id, self.voters, self.replicas,
+            )
+        )  # fmt: skip
         if not (self.folder / "data" / "meta.properties").exists():
             subprocess.run(
-                self._java(libs, "kafka.tools.StorageTool", "format", "-t",
-                           str(uuid.uuid4().hex[:22]), "-c", str(config)),
+                self._java(libs, "kafka.tools.StorageTool", "format", "-t", self.cluster_id,
+                           "-c", str(config)),
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         self.process = start_process(
             self._java(libs, "kafka.Kafka", str(config)),
             f"the Kafka broker on {self.bootstrap}",
-            lambda: broker_answers(self.bootstrap),
+            ready or (lambda: broker_answers(self.bootstrap)),
             timeout,
             log=self.folder / "broker.log",
         )
+
+
+class LocalKafkaCluster:
+    """Three (`nodes`) Kafka nodes on loopback, each a broker and one of the controller
+    quorum's voters, topics replicated `nodes` times with `nodes - 1` in sync required.
+    `bootstrap` lists every broker; `kill` and `restart` one node."""
+
+    def __init__(self, folder: Path, nodes: int = 3, partitions: int = 4) -> None:
+        self.brokers = [
+            LocalKafka(folder / f"node-{n}", partitions=partitions) for n in range(nodes)
+        ]
+        voters = ",".join(
+            f"{n + 1}@127.0.0.1:{broker.controller_port}" for n, broker in enumerate(self.brokers)
+        )
+        for n, broker in enumerate(self.brokers):
+            broker.node_id, broker.voters, broker.replicas = n + 1, voters, nodes
+            broker.cluster_id = self.brokers[0].cluster_id
+        self.bootstrap = ",".join(broker.bootstrap for broker in self.brokers)
+
+    def start(self, timeout: float = 180) -> None:
+        # Each node waits for a quorum of the others, so none is ready alone: start all, then
+        # wait for each to answer.
+        for broker in self.brokers:
+            broker.start(timeout, ready=lambda: True)
+        for broker in self.brokers:
+            ready = functools.partial(broker_answers, broker.bootstrap)
+            wait_until(ready, f"Kafka broker {broker.node_id} in its cluster", timeout)
+
+    def kill(self, n: int) -> None:
+        """SIGKILL node `n` (its data stays for a restart)."""
+        self.brokers[n].kill()
+
+    def restart(self, n: int, timeout: float = 120) -> None:
+        self.brokers[n].start(timeout)
+
+    def stop(self) -> None:
+        for broker in self.brokers:
+            broker.kill()
 
 
 def broker_answers(bootstrap: str) -> bool:

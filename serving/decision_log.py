@@ -115,7 +115,11 @@ class DecisionLog:
     async def _start_producer(self) -> bool:
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
-            acks=1,
+            # On a replicated cluster a decision is acknowledged once every in-sync replica
+            # has it, and a retried send is not written twice; the wait is the sender's, never
+            # a response's.
+            acks="all",
+            enable_idempotence=True,
             linger_ms=5,
             max_batch_size=RECORD_BATCH_BYTES,
             request_timeout_ms=self.delivery_timeout_ms,

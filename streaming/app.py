@@ -52,5 +52,6 @@ def create_app(settings: StreamSettings) -> App:
     warm_up()
     models = ModelHolder(ModelStore(settings.model_store_dir))
     models.refresh()  # every batch takes `models.served` once and scores with it
-    StreamWork(app, settings, declare_topics(app, settings), declare_tables(app), models).register()
+    topics, tables = declare_topics(app, settings), declare_tables(app, settings.topic_config())
+    StreamWork(app, settings, topics, tables, models).register()
     return app

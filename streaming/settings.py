@@ -28,7 +28,9 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     partitions: int = 4
     """Partitions of the topics the app creates; the most workers that can share the load."""
     replication_factor: int = 1
-    """Replicas of each topic the app creates (3 on a production cluster)."""
+    """Replicas of each topic the app creates (3 on a production cluster); with more than one,
+    each topic also requires `replication_factor - 1` replicas in sync for a write
+    (min.insync.replicas: 2 of 3), so an acknowledged output survives a broker's death."""
     model_store_dir: str = "data/models"
     """The local model store the asset graph publishes to (its role pointers CHAMPION, CANARY
     and CHALLENGER are watched)."""
@@ -80,6 +82,12 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
         settings = settings_from_env(cls, PREFIX, env)
         bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS")
         return msgspec.structs.replace(settings, broker=bootstrap) if bootstrap else settings
+
+    def topic_config(self) -> dict[str, str]:
+        """Settings of every topic the app creates (its own and its tables' changelogs)."""
+        if self.replication_factor <= 1:
+            return {}
+        return {"min.insync.replicas": str(self.replication_factor - 1)}
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"

@@ -12,6 +12,7 @@ partition Faust restores the entry from when that input partition is assigned.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from faust.types import AppT, TableT
@@ -31,19 +32,22 @@ class Tables:
     label."""
 
 
-def declare_tables(app: AppT) -> Tables:
+def declare_tables(app: AppT, topic_config: Mapping[str, str]) -> Tables:
+    """The tables; their changelog topics get `topic_config` (StreamSettings.topic_config)."""
     return Tables(
         app.Table(
             CARD_TABLE,
             key_type=bytes,
             value_type=bytes,
             help="card_id -> CardEntry: the card's transactions in the last 7 days.",
+            extra_topic_configs=dict(topic_config),
         ),
         app.GlobalTable(
             MERCHANT_TABLE,
             key_type=bytes,
             value_type=bytes,
             help="merchant_id -> MerchantEntry: labels counted per hour of label time.",
+            extra_topic_configs=dict(topic_config),
         ),
     )
 

@@ -43,6 +43,7 @@ def declare_topics(app: AppT, settings: StreamSettings) -> Topics:
         "value_serializer": "raw",
         "internal": True,  # created with the app's partition count when missing
         "partitions": settings.partitions,
+        "config": settings.topic_config(),
     }
     names = ("transactions", "labels", "scores", "alerts", "dead-letters", "decisions")
     return Topics(*(app.topic(settings.topic(name), **raw) for name in names))

@@ -126,7 +126,7 @@ async def _ensure_changelogs(settings: StreamSettings, replace: bool) -> list[st
                 topic,
                 num_partitions=settings.partitions,
                 replication_factor=settings.replication_factor,
-                topic_configs={"cleanup.policy": "compact"},
+                topic_configs={"cleanup.policy": "compact", **settings.topic_config()},
             )
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([new])
