@@ -21,6 +21,7 @@ workers and the nightly assets accept the same setting.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeAlias, cast
@@ -198,12 +199,17 @@ AttributeError and RuntimeError when concurrent requests race on a connection it
 during a failover. None of them may fail a request or stop a stream."""
 
 
-def is_cluster(client: object) -> bool:
-    """Whether `client` talks to a Redis Cluster (multi-key commands only within a slot)."""
+@functools.cache
+def _cluster_classes() -> tuple[type, ...]:
     from redis.asyncio.cluster import RedisCluster as AsyncCluster
     from redis.cluster import RedisCluster
 
-    return isinstance(client, RedisCluster | AsyncCluster)
+    return (RedisCluster, AsyncCluster)
+
+
+def is_cluster(client: object) -> bool:
+    """Whether `client` talks to a Redis Cluster (multi-key commands only within a slot)."""
+    return isinstance(client, _cluster_classes())
 
 
 async def read_many(
