@@ -11,9 +11,15 @@ dict and has no tables, changelogs, recovery or web server. It is the limit, not
    challenger scoring 10 % of transactions in shadow, a canary on 5 % of cards).
 2. Latency: transactions are produced at a fixed rate; latency is a score's Kafka timestamp
    minus its transaction's, p50 and p99 (the worker with the rollout on).
+3. With `--workers 2 --partitions 8`: the group's aggregate throughput (the workers split the
+   partitions before the backlog is produced), then the same with one worker SIGKILLed a
+   third of the way through: the seconds until the survivor owns every partition (the
+   session timeout, 10 s by default, bounds its detection) and until every transaction is
+   scored.
 
     uv run python -m bench.streaming                          # 100k transactions, 1,000/s
     uv run python -m bench.streaming --rows 20000 --seconds 5 # a quick look
+    uv run python -m bench.streaming --rows 100000 --workers 2 --partitions 8
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from fraud_core.state import CardState, MerchantState
 from fraud_data.landing import read_landing
 from fraud_data.simulator import SimulationConfig, generate
 from fraud_devtools.kafka import LocalKafka
+from fraud_devtools.processes import wait_until
 from fraud_devtools.stream_workers import LocalWorker, consume, produce, transaction_records
 from streaming.scoring import CardEntry, Record, score_transactions
 
@@ -143,6 +150,65 @@ async def plain_loop(
         await producer.stop()
 
 
+def _scored(group: list[LocalWorker]) -> float:
+    return sum(w.metric("fraudscale_stream_transactions_total") for w in group)
+
+
+def _owned(group: list[LocalWorker]) -> list[float]:
+    return [w.metric("fraudscale_stream_assigned_partitions") for w in group]
+
+
+def group_pass(
+    folder: Path, env: dict[str, str], bootstrap: str, records: list[tuple[bytes, bytes]],
+    workers: int, partitions: int, *, kill: bool,
+) -> tuple[list[ConsumerRecord[bytes, bytes]], float, float]:  # fmt: skip
+    """`workers` workers split `partitions` partitions, then the backlog is produced; with
+    `kill`, one is SIGKILLed a third of the way through. Returns the scores and, from the
+    kill, the seconds until the rest own every partition and until every score is out."""
+    prefix = f"group{int(time.time())}-{int(kill)}"
+    group = [
+        LocalWorker(folder, {
+            **env, "FRAUD_STREAM_TOPIC_PREFIX": prefix, "FRAUD_STREAM_APP_ID": prefix,
+            "FRAUD_STREAM_PARTITIONS": str(partitions),
+        })
+        for _ in range(workers)
+    ]  # fmt: skip
+    try:
+        for worker in group:
+            worker.start()
+        wait_until(
+            lambda: sum(_owned(group)) == partitions and min(_owned(group)) > 0,
+            "the group to split the partitions", 120,
+        )  # fmt: skip
+        n = asyncio.run(produce(bootstrap, f"{prefix}.transactions", records))
+        takeover = killed_at = float("nan")
+        if kill:
+            wait_until(lambda: _scored(group) >= n // 3, "a third of the backlog", 300)
+            killed_at = time.monotonic()
+            group[0].kill()
+            wait_until(lambda: sum(_owned(group[1:])) == partitions, "the takeover", 300)
+            takeover = time.monotonic() - killed_at
+        scores = asyncio.run(
+            consume(bootstrap, f"{prefix}.scores", until=n, timeout=600, distinct_keys=True)
+        )
+        return scores, takeover, time.monotonic() - killed_at
+    finally:
+        for worker in group:
+            worker.kill()
+
+
+def group_runs(
+    folder: Path, env: dict[str, str], bootstrap: str, records: list[tuple[bytes, bytes]],
+    workers: int, partitions: int,
+) -> tuple[list[Run], tuple[float, float]]:  # fmt: skip
+    """The group's aggregate throughput, then its recovery after a worker is killed."""
+    scores, _, _ = group_pass(folder, env, bootstrap, records, workers, partitions, kill=False)
+    name = f"{workers} workers, {partitions} partitions (the group)"
+    runs = [Run(name, len({s.key for s in scores}), _throughput(scores))]
+    _, takeover, done = group_pass(folder, env, bootstrap, records, workers, partitions, kill=True)
+    return runs, (takeover, done)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -151,6 +217,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="input rate for latency")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the latency run")
     parser.add_argument("--workdir", type=Path, default=Path("data/bench/streaming"))
+    parser.add_argument("--workers", type=int, default=1, help="above 1: the group's rows too")
+    parser.add_argument("--partitions", type=int, default=8, help="of the group's topics")
     args = parser.parse_args()
     work: Path = args.workdir
     shutil.rmtree(work / "run", ignore_errors=True)
@@ -261,6 +329,10 @@ def main() -> None:
         )
         p50, p99 = _latencies_ms(inputs, plain)
         runs.append(Run(f"plain aiokafka loop @ {args.rate:,.0f}/s", len(plain), 0, p50, p99))
+        if args.workers > 1:
+            group = group_runs(work / "run", env, bootstrap, records, args.workers, args.partitions)
+            runs += group[0]
+            recovery = group[1]
     finally:
         if broker is not None:
             broker.stop()
@@ -280,12 +352,22 @@ def main() -> None:
     rollout_ratio = runs[1].per_second / runs[0].per_second
     console.print(f"Faust worker throughput / plain loop: {ratio:.2f}")
     console.print(f"with the decision log, shadow and canary / without: {rollout_ratio:.2f}")
+    extra = {}
+    if args.workers > 1:
+        takeover, done = recovery
+        console.print(
+            f"{args.workers} workers / 1 worker: {runs[-1].per_second / runs[0].per_second:.2f}; "
+            f"a worker killed: the survivors own every partition {takeover:.1f} s later, "
+            f"the backlog is scored {done:.1f} s after the kill"
+        )
+        extra = {"takeover_seconds": takeover, "scored_after_kill_seconds": done}
     record_result(
         "streaming",
         {
             "runs": [r.__dict__ for r in runs],
             "throughput_ratio": ratio,
             "rollout_ratio": rollout_ratio,
+            **extra,
         },
     )
 

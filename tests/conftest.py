@@ -196,20 +196,33 @@ class Background:
 RedisTopology = LocalRedis | LocalSentinel | LocalRedisCluster
 
 
-@pytest.fixture(params=["server", "sentinel", "cluster"])
-def redis_topology(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisTopology]:
-    """A real Redis of each shape a deployment runs: one server; a primary and a replica
-    behind three Sentinels; a cluster of three primaries with a replica each. Each has `url`
-    (the setting the services take)."""
+@pytest.fixture(scope="session", params=["server", "sentinel", "cluster"])
+def redis_topologies(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisTopology]:
+    """One of each shape of Redis a deployment runs, started once for the session."""
     topology: RedisTopology = {
         "server": LocalRedis, "sentinel": LocalSentinel, "cluster": LocalRedisCluster,
-    }[request.param](tmp_path / request.param)  # fmt: skip
+    }[request.param](tmp_path_factory.mktemp(request.param))  # fmt: skip
     topology.start()
     yield topology
     if isinstance(topology, LocalRedis):
         topology.kill()
     else:
         topology.stop()
+
+
+@pytest.fixture
+def redis_topology(redis_topologies: RedisTopology) -> RedisTopology:
+    """A real Redis of each shape a deployment runs, emptied for the test: one server; a
+    primary and a replica behind three Sentinels; a cluster of three primaries with a
+    replica each. Each has `url` (the setting the services take)."""
+    from fraud_core.online_store import connect
+
+    client = connect(redis_topologies.url)
+    client.flushall()  # on a cluster, every primary
+    client.close()
+    return redis_topologies
 
 
 @pytest.fixture(scope="session")
