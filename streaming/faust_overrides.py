@@ -10,8 +10,7 @@ is reviewed against the new code.
   (streaming.delivery explains why).
 - `Consumer.committed_offset` tracks what the broker confirmed, overriding `_commit` and
   `seek_to_committed` (Faust's `_committed_offset` also moves when a commit fails).
-- `Producer._settings_extra` makes Faust's producer idempotent with acks=all.
-- `App` builds its transport with that consumer and producer; `kafka_producer` reaches the aiokafka
+- `App` builds its transport with that consumer; `kafka_producer` reaches the aiokafka
   producer under Faust's (`_ensure_producer`) for record batches (fraud_core.outbox).
 - `set_table_entry` writes a table's store directly (`Collection.data`) and names its
   changelog, for changelog records produced with a batch's outputs (streaming.tables).
@@ -173,18 +172,8 @@ class Consumer(faust_aiokafka.Consumer):
             self.diag.unset_flag("CONSUMER_FETCHING")
 
 
-class Producer(faust_aiokafka.Producer):
-    """Faust's producer, idempotent with acks=all always (Faust asks for both only inside
-    transactions): a send retried after a broker's death or a lost acknowledgement is not
-    written twice, and an acknowledged one is on every in-sync replica."""
-
-    def _settings_extra(self) -> Mapping[str, Any]:
-        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
-
-
 class Transport(faust_aiokafka.Transport):
     Consumer: ClassVar[type[faust_aiokafka.Consumer]] = Consumer
-    Producer: ClassVar[type[faust_aiokafka.Producer]] = Producer
 
 
 class App(faust.App):
