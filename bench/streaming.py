@@ -158,6 +158,12 @@ def _owned(group: list[LocalWorker]) -> list[float]:
     return [w.metric("fraudscale_stream_assigned_partitions") for w in group]
 
 
+def _split(group: list[LocalWorker], partitions: int) -> bool:
+    """Whether every worker of `group` owns some of the `partitions` and together all."""
+    owned = _owned(group)
+    return sum(owned) == partitions and min(owned) > 0
+
+
 def group_pass(
     folder: Path, env: dict[str, str], bootstrap: str, records: list[tuple[bytes, bytes]],
     workers: int, partitions: int, *, kill: bool,
@@ -176,10 +182,7 @@ def group_pass(
     try:
         for worker in group:
             worker.start()
-        wait_until(
-            lambda: sum(_owned(group)) == partitions and min(_owned(group)) > 0,
-            "the group to split the partitions", 120,
-        )  # fmt: skip
+        wait_until(lambda: _split(group, partitions), "the group to split the partitions", 120)
         n = asyncio.run(produce(bootstrap, f"{prefix}.transactions", records))
         takeover = killed_at = float("nan")
         if kill:
@@ -330,9 +333,10 @@ def main() -> None:
         p50, p99 = _latencies_ms(inputs, plain)
         runs.append(Run(f"plain aiokafka loop @ {args.rate:,.0f}/s", len(plain), 0, p50, p99))
         if args.workers > 1:
-            group = group_runs(work / "run", env, bootstrap, records, args.workers, args.partitions)
-            runs += group[0]
-            recovery = group[1]
+            group, recovery = group_runs(
+                work / "run", env, bootstrap, records, args.workers, args.partitions
+            )
+            runs += group
     finally:
         if broker is not None:
             broker.stop()

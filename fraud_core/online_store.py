@@ -70,8 +70,13 @@ def queue_states(
 ) -> int:
     """Queue one SET with its TTL per state on `pipe` (executed by the caller); returns how
     many were queued."""
+    return queue_encoded(pipe, encoded_states(cards, merchants))
+
+
+def queue_encoded(pipe: Pipeline, items: Iterable[tuple[str, bytes, int]]) -> int:
+    """Queue a SET with its TTL for each (key, value, ttl_ms) on `pipe`; returns how many."""
     queued = 0
-    for key, value, ttl_ms in encoded_states(cards, merchants):
+    for key, value, ttl_ms in items:
         pipe.set(key, value, px=ttl_ms)
         queued += 1
     return queued
@@ -261,10 +266,8 @@ def write_encoded(
     try:
         while part := list(itertools.islice(rest, chunk)):
             pipe = client.pipeline(transaction=False)
-            for key, value, ttl_ms in part:
-                pipe.set(key, value, px=ttl_ms)
+            written += queue_encoded(pipe, part)
             pipe.execute()
-            written += len(part)
     finally:
         client.close()
     return written

@@ -189,7 +189,7 @@ class LocalRedisCluster:
         `replicas`, has a replica)."""
         import redis
 
-        alive = {node.port for node in self.nodes if node.process is not None}
+        alive = self._alive()
         try:
             if any(_ping(port).cluster("info")["cluster_state"] != "ok" for port in alive):
                 return False
@@ -201,12 +201,13 @@ class LocalRedisCluster:
             and sum(shard[1] - shard[0] + 1 for shard in shards) == 16384
         )
 
-    def _any_port(self) -> int:
-        return next(node.port for node in self.nodes if node.process is not None)
+    def _alive(self) -> set[int]:
+        """The ports of the nodes running."""
+        return {node.port for node in self.nodes if node.process is not None}
 
     def kill_primary(self, key: str) -> LocalRedis:
         """SIGKILL the primary that serves `key`'s slot; returns it."""
-        client = _ping(self._any_port())
+        client = _ping(min(self._alive()))
         slot = client.cluster("keyslot", key)
         for shard in client.cluster("slots"):
             if shard[0] <= slot <= shard[1]:

@@ -8,6 +8,7 @@ import http.client
 import itertools
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import msgspec
@@ -27,6 +28,7 @@ from serving.app import create_app
 from serving.settings import ServingSettings
 from tests.conftest import Background
 from tests.serving.test_online_state import wire
+from tests.serving.test_rollout import metric
 
 pytestmark = pytest.mark.integration
 
@@ -64,13 +66,8 @@ class Load(Background):
 
 
 def degraded_total(address: str) -> float:
-    host, port = address.split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=10)
-    connection.request("GET", "/metrics")
-    text = connection.getresponse().read().decode()
-    connection.close()
-    (line,) = [x for x in text.splitlines() if x.startswith("fraudscale_degraded_scores_total")]
-    return float(line.rsplit(" ", 1)[1])
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        return metric(response.read().decode(), "fraudscale_degraded_scores_total")
 
 
 @pytest.mark.parametrize("kind", [LocalSentinel, LocalRedisCluster], ids=["sentinel", "cluster"])
