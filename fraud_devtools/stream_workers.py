@@ -11,7 +11,9 @@ from pathlib import Path
 
 import msgspec
 import pyarrow as pa
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from fraud_core.features import DEFAULT_LABEL_DELAY_US
 from fraud_core.schema import from_micros, timestamps_us
@@ -138,10 +140,18 @@ async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | No
 
 
 async def consume(
-    bootstrap: str, topic: str, *, until: int, timeout: float = 60, distinct_keys: bool = False
+    bootstrap: str,
+    topic: str,
+    *,
+    until: int | None = None,
+    timeout: float = 60,
+    distinct_keys: bool = False,
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Read a topic from the beginning (no group) until `until` records (or distinct keys:
-    a redelivered transaction's score repeats its key) or `timeout` seconds."""
+    a redelivered transaction's score repeats its key) or `timeout` seconds. With `until`
+    None, read every record the topic holds when the read starts (its end offsets then), and
+    raise TimeoutError when that takes longer than `timeout`: a slow machine gives a late
+    answer, never a short one."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -154,9 +164,21 @@ async def consume(
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        partitions = await _partitions(consumer, topic, deadline) if until is None else []
+        end = await consumer.end_offsets(partitions) if until is None else {}
         out: list[ConsumerRecord[bytes, bytes]] = []
         keys: set[bytes | None] = set()
-        while (len(keys) if distinct_keys else len(out)) < until and loop.time() < deadline:
+
+        async def done() -> bool:
+            if until is None:
+                return all([await consumer.position(p) >= end[p] for p in partitions])
+            return (len(keys) if distinct_keys else len(out)) >= until
+
+        while not await done():
+            if loop.time() >= deadline:
+                if until is None:
+                    raise TimeoutError(f"{topic}: {len(out)} records read in {timeout} s, not all")
+                break
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 out.extend(records)
@@ -165,3 +187,48 @@ async def consume(
         return out
     finally:
         await consumer.stop()
+
+
+async def _partitions(
+    consumer: AIOKafkaConsumer, topic: str, deadline: float
+) -> set[TopicPartition]:
+    """The partitions of `topic` assigned to a consumer subscribed to it without a group: all
+    of them, once its metadata names them (the topic may not exist yet)."""
+    loop = asyncio.get_running_loop()
+    while not (found := consumer.assignment()):
+        if loop.time() >= deadline:
+            raise TimeoutError(f"topic {topic} has no partitions")
+        await asyncio.sleep(0.2)
+    return set(found)
+
+
+async def wait_for_group(bootstrap: str, group: str, topic: str, timeout: float = 60) -> None:
+    """Wait until consumer group `group` has committed every record `topic` holds: its work
+    on them is done, outputs included (workers commit after their outputs are acknowledged)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        partitions = await _partitions(consumer, topic, deadline)
+        end = await consumer.end_offsets(partitions)
+        while any(end.values()):  # an empty topic has nothing to commit
+            try:
+                committed = await admin.list_consumer_group_offsets(group, partitions=[*end])
+            except GroupCoordinatorNotAvailableError:  # no group yet on a new broker
+                committed = {}
+            # -1 (or absent): nothing committed, the group reads the partition from its start
+            behind = {
+                p.partition: end[p] - max(0, committed[p].offset if p in committed else 0)
+                for p in partitions
+            }
+            if not any(lag > 0 for lag in behind.values()):
+                return
+            if loop.time() >= deadline:
+                raise TimeoutError(f"group {group} still behind on {topic}: {behind}")
+            await asyncio.sleep(0.5)
+    finally:
+        await consumer.stop()
+        await admin.close()

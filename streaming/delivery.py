@@ -18,7 +18,10 @@ lands during the seek to committed offsets after recovery. This queue keeps them
 - a record fetched again after a seek is skipped if this worker already took it (its
   outputs went to the producer, which Faust flushes on revocation); scoring one twice would
   be harmless anyway: outputs are keyed by transaction_id and each table entry remembers
-  the last offset applied to it.
+  the last offset applied to it. The copy is acknowledged in its original's place (Faust
+  forgets acknowledgements on revocation, so a partition revoked and assigned straight back
+  would otherwise never be committed again): at once when the original was acknowledged,
+  else when it is.
 Other topics (labels, table changelogs) take Faust's normal path.
 """
 
@@ -39,6 +42,8 @@ class BatchQueue:
         self.queue: asyncio.Queue[list[Message]] = asyncio.Queue(maxsize)
         self._waiting: list[Message] = []  # the rest of a fetch larger than a batch
         self._done: dict[TP, int] = {}  # per partition, the last offset passed on
+        self._acked: dict[TP, int] = {}  # per partition, the last offset acknowledged
+        self._held: dict[TP, list[Message]] = {}  # copies waiting for their original's ack
 
     def subscribe(self, topic: TopicT) -> None:
         """Fetch `topic` (acknowledged, committed) and deliver it here instead of to streams."""
@@ -59,14 +64,34 @@ class BatchQueue:
             done = self._done
             for tp in [tp for tp in done if tp not in owned]:
                 del done[tp]  # if it comes back, its records are new to this worker
-            batch = [m for m in batch if m.tp in owned and m.offset > done.get(m.tp, -1)]
+                self._acked.pop(tp, None)
+                self._held.pop(tp, None)  # let go unacknowledged: the next owner reads them
+            new = []
             for m in batch:
-                done[m.tp] = m.offset
-            if batch:
-                yield batch
+                if m.tp not in owned:
+                    continue
+                if m.offset > done.get(m.tp, -1):
+                    done[m.tp] = m.offset
+                    new.append(m)
+                elif m.offset <= self._acked.get(m.tp, -1):
+                    self.app.consumer.ack(m)  # taken and acknowledged before the seek
+                else:
+                    self._held.setdefault(m.tp, []).append(m)  # its original is in flight
+            if new:
+                yield new
 
     def ack(self, messages: list[Message]) -> None:
         """The records' outputs are with the producer: their offsets may be committed."""
         ack = self.app.consumer.ack
+        acked = self._acked
         for message in messages:
             ack(message)
+            acked[message.tp] = max(message.offset, acked.get(message.tp, -1))
+        for tp, held in list(self._held.items()):
+            through = acked.get(tp, -1)
+            for copy in [m for m in held if m.offset <= through]:
+                ack(copy)
+            if not (rest := [m for m in held if m.offset > through]):
+                del self._held[tp]
+            else:
+                self._held[tp] = rest

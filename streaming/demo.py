@@ -43,6 +43,7 @@ from fraud_devtools.stream_workers import (
     label_records,
     produce,
     transaction_records,
+    wait_for_group,
 )
 from streaming.scoring import Alert
 from streaming.settings import StreamSettings
@@ -133,9 +134,10 @@ def main(
                 )
             )  # fmt: skip
             elapsed = time.perf_counter() - started
-            alerts = asyncio.run(
-                consume(broker.bootstrap, "fraudscale.alerts", until=10**9, timeout=3)
+            asyncio.run(
+                wait_for_group(broker.bootstrap, settings.app_id, "fraudscale.transactions")
             )
+            alerts = asyncio.run(consume(broker.bootstrap, "fraudscale.alerts"))
             dead = asyncio.run(
                 consume(broker.bootstrap, "fraudscale.dead-letters", until=len(broken))
             )

@@ -6,6 +6,7 @@ seeing each other's records. KAFKA_BOOTSTRAP_SERVERS points the tests at an exis
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fraud_core.model_store import ModelStore
-from fraud_devtools.stream_workers import LocalWorker
+from fraud_devtools.stream_workers import LocalWorker, wait_for_group
 from tests.conftest import FAILED
 
 _ids = itertools.count()
@@ -46,6 +47,12 @@ class Stream:
 
     def topic(self, name: str) -> str:
         return f"{self.prefix}.{name}"
+
+    def settle(self, timeout: float = 90) -> None:
+        """Wait until the group has committed every transaction sent: all its outputs and
+        table changes are then with the broker, and reading a topic to its end reads them."""
+        group = self.env["FRAUD_STREAM_APP_ID"]
+        asyncio.run(wait_for_group(self.bootstrap, group, self.topic("transactions"), timeout))
 
     def worker(self, **env: str) -> LocalWorker:
         worker = LocalWorker(self.folder, {**self.env, **env})
