@@ -45,7 +45,7 @@ from streaming.scoring import (
     score_transactions,
 )
 from streaming.settings import StreamSettings
-from streaming.tables import Tables, write_entry
+from streaming.tables import Tables, read_entry, write_entry
 from streaming.topics import Topics
 
 log = logging.getLogger("streaming")
@@ -170,7 +170,7 @@ class StreamWork:
             batch = apply_labels(
                 [Record.of(e.message) for e in events],
                 lambda merchant_id: decode_merchant_entry(
-                    self.tables.merchant_to_risk.get(merchant_id.encode())
+                    read_entry(self.tables.merchant_to_risk, merchant_id)
                 ),
             )
             outbox = Outbox()
@@ -191,10 +191,10 @@ class StreamWork:
         await self._refresh_model()
 
     def _card_entry(self, card_id: str) -> CardEntry:
-        return decode_card_entry(self.tables.card_to_state.get(card_id.encode()))
+        return decode_card_entry(read_entry(self.tables.card_to_state, card_id))
 
     def _merchant_state(self, merchant_id: str) -> MerchantState:
-        return decode_merchant_entry(self.tables.merchant_to_risk.get(merchant_id.encode())).state
+        return decode_merchant_entry(read_entry(self.tables.merchant_to_risk, merchant_id)).state
 
     def _transaction_outputs(self, batch: ScoredBatch) -> Outbox:
         """Scores, alerts, dead letters and the changed card entries, as one outbox."""

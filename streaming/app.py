@@ -4,7 +4,7 @@
 does nothing else. Workers sharing FRAUD_STREAM_APP_ID form one consumer group and split the
 partitions; each needs its own FRAUD_STREAM_WEB_PORT and FRAUD_STREAM_DATA_DIR. Tables live in
 memory and are rebuilt from their changelog topics on start and when partitions move between
-workers.
+workers, or with FRAUD_STREAM_TABLE_STORE=rocksdb in RocksDB under the data folder.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def create_app(settings: StreamSettings) -> App:
     app = App(
         settings.app_id,
         broker=";".join(f"kafka://{server}" for server in settings.broker.split(",")),
-        store="memory://",
+        store=settings.store_url(),
         datadir=settings.data_dir,
         web_host="127.0.0.1",
         web_port=settings.web_port,
@@ -52,6 +52,6 @@ def create_app(settings: StreamSettings) -> App:
     warm_up()
     models = ModelHolder(ModelStore(settings.model_store_dir))
     models.refresh()  # every batch takes `models.served` once and scores with it
-    topics, tables = declare_topics(app, settings), declare_tables(app, settings.topic_config())
+    topics, tables = declare_topics(app, settings), declare_tables(app, settings)
     StreamWork(app, settings, topics, tables, models).register()
     return app

@@ -12,8 +12,10 @@ is reviewed against the new code.
   `seek_to_committed` (Faust's `_committed_offset` also moves when a commit fails).
 - `App` builds its transport with that consumer; `kafka_producer` reaches the aiokafka
   producer under Faust's (`_ensure_producer`) for record batches (fraud_core.outbox).
-- `set_table_entry` writes a table's store directly (`Collection.data`) and names its
-  changelog, for changelog records produced with a batch's outputs (streaming.tables).
+- `set_table_entry` writes a table's store directly (`Collection.data`; in the RocksDB store
+  the partition's database, `Store._db_for_partition`, and its key index) and names its
+  changelog, for changelog records produced with a batch's outputs (streaming.tables);
+  `get_table_entry` reads the RocksDB store below Faust's value decoding.
 - `Worker` replaces the signal handlers (a deadline on shutdown) and drops the terminal
   spinner.
 
@@ -54,6 +56,7 @@ from typing import Any, ClassVar, cast
 
 import faust
 from aiokafka import AIOKafkaProducer
+from faust.stores import rocksdb
 from faust.tables.base import Collection
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, AppT, Message, TableT, TransportT
@@ -195,15 +198,36 @@ def kafka_producer(app: AppT) -> AIOKafkaProducer:
     return cast(faust_aiokafka.Producer, app.producer)._ensure_producer()
 
 
-def set_table_entry(table: TableT[bytes, bytes], key: bytes, value: bytes) -> str:
+def set_table_entry(table: TableT[bytes, bytes], key: bytes, value: bytes, partition: int) -> str:
     """Set `key` in the worker's store of `table`, without Faust's changelog write; returns
-    the changelog topic the caller must produce the entry to.
+    the changelog topic the caller must produce the entry to, at `partition`.
 
     Faust's table writes go through a producer buffer that holds the consumer back in steps
-    of 100 messages (a worker then stalls near 1,000 events/s)."""
+    of 100 messages (a worker then stalls near 1,000 events/s). Its RocksDB store also takes
+    the partition database from the current event, and a batch has none: the entry goes to
+    `partition`'s database here, the one Faust restores that changelog partition into (and
+    the key index its reads look in first)."""
     collection = cast(Collection, table)
-    collection.data[key] = value
+    store = collection.data
+    if isinstance(store, rocksdb.Store):
+        store._db_for_partition(partition).put(key, value)
+        store._key_index[key] = partition
+    else:
+        store[key] = value
     return str(collection.changelog_topic.get_topic_name())
+
+
+def get_table_entry(table: TableT[bytes, bytes], key: bytes) -> bytes | None:
+    """The value `set_table_entry` (or a changelog restore) put at `key`, as those bytes.
+
+    Faust's table reads decode a disk store's values with the table's serializer (JSON for a
+    bytes table); ours are MessagePack, written and restored raw, so the RocksDB store is read
+    below its decoding (`Store._get`: the key index's partition first, else each database's
+    bloom filter)."""
+    store = cast(Collection, table).data
+    if isinstance(store, rocksdb.Store):
+        return store._get(key)
+    return cast(bytes | None, store.get(key))
 
 
 class Worker(faust.Worker):

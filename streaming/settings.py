@@ -16,6 +16,9 @@ CARD_TABLE = "card_to_state"
 MERCHANT_TABLE = "merchant_to_risk"
 """The merchant table (global; its changelog partitioned like the labels topic)."""
 
+TABLE_STORES = {"memory": "memory://", "rocksdb": "rocksdb://"}
+"""FRAUD_STREAM_TABLE_STORE's choices and Faust's store URL for each."""
+
 
 class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     broker: str = "127.0.0.1:9092"
@@ -53,6 +56,13 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     shadow_sample: float = 1.0
     """Share of transactions (by a hash of the transaction id) the challenger scores in
     shadow, when one is published and the decision log is on."""
+    table_store: str = "memory"
+    """Where a worker keeps its tables: "memory" (rebuilt from the changelog topics on every
+    start: a laptop's choice) or "rocksdb" (Faust's RocksDB store through rocksdict, on disk
+    under `data_dir`: a worker's memory stays flat as cards grow, and a restarted worker with
+    its folder reads only the changelog written since)."""
+    rocksdb_cache_mb: int = 64
+    """With the RocksDB store: each table partition's block cache (RocksDB's read cache)."""
     data_dir: str = ".faust"
     """This worker's own local folder (Faust's table stores and offsets). Workers on one
     machine need one each; a restarted worker (a pod with its volume) finds its folder again
@@ -75,6 +85,12 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     step <step> (score, produce, flush, acknowledge) of its n-th batch
     (streaming.checkpoint). Empty in production."""
 
+    def __post_init__(self) -> None:
+        if self.table_store not in TABLE_STORES:
+            raise ValueError(
+                f"FRAUD_STREAM_TABLE_STORE={self.table_store!r}: one of {sorted(TABLE_STORES)}"
+            )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StreamSettings:
         """Defaults overridden by FRAUD_STREAM_<FIELD> variables (e.g. FRAUD_STREAM_WEB_PORT)."""
@@ -88,6 +104,23 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
         if self.replication_factor <= 1:
             return {}
         return {"min.insync.replicas": str(self.replication_factor - 1)}
+
+    def store_url(self) -> str:
+        """Faust's table store URL for `table_store`."""
+        return TABLE_STORES[self.table_store]
+
+    def table_options(self) -> dict[str, int]:
+        """Faust's options for each table's store: RocksDB's buffers and cache, sized for many
+        partitions per worker (Faust's defaults are a 2 GB cache and 3 x 64 MB write buffers
+        per partition)."""
+        if self.table_store != "rocksdb":
+            return {}
+        mb = 1024 * 1024
+        return {
+            "block_cache_size": self.rocksdb_cache_mb * mb,
+            "write_buffer_size": 16 * mb,
+            "max_write_buffer_number": 2,
+        }
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"

@@ -7,19 +7,20 @@ card's recent transactions and the fraud_core reference implementation evaluates
 
 Entries are written once per batch (`write_entry`), outside Faust's per-event context, so the
 changelog partition is given explicitly: the partition of the input record, which is the
-partition Faust restores the entry from when that input partition is assigned.
+partition Faust restores the entry from when that input partition is assigned (and, in the
+RocksDB store, the partition database the entry is kept in).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from faust.types import AppT, TableT
 
 from fraud_core.outbox import Outbox
-from streaming.faust_overrides import set_table_entry
-from streaming.settings import CARD_TABLE, MERCHANT_TABLE
+from streaming.faust_overrides import get_table_entry, set_table_entry
+from streaming.settings import CARD_TABLE, MERCHANT_TABLE, StreamSettings
 
 
 @dataclass(frozen=True)
@@ -32,22 +33,26 @@ class Tables:
     label."""
 
 
-def declare_tables(app: AppT, topic_config: Mapping[str, str]) -> Tables:
-    """The tables; their changelog topics get `topic_config` (StreamSettings.topic_config)."""
+def declare_tables(app: AppT, settings: StreamSettings) -> Tables:
+    """The tables, in the store `settings` names; their changelog topics get its topic
+    settings (StreamSettings.topic_config)."""
+    common: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "extra_topic_configs": settings.topic_config(),
+    }
+    if options := settings.table_options():
+        common["options"] = options
     return Tables(
         app.Table(
             CARD_TABLE,
-            key_type=bytes,
-            value_type=bytes,
             help="card_id -> CardEntry: the card's transactions in the last 7 days.",
-            extra_topic_configs=dict(topic_config),
+            **common,
         ),
         app.GlobalTable(
             MERCHANT_TABLE,
-            key_type=bytes,
-            value_type=bytes,
             help="merchant_id -> MerchantEntry: labels counted per hour of label time.",
-            extra_topic_configs=dict(topic_config),
+            **common,
         ),
     )
 
@@ -60,5 +65,10 @@ def write_entry(
     Through the batch's outbox, not Faust's table writes, so a batch's changelog records
     travel with its outputs (streaming.checkpoint)."""
     raw_key = key.encode()
-    changelog = set_table_entry(table, raw_key, value)
+    changelog = set_table_entry(table, raw_key, value, partition)
     outbox.add(changelog, raw_key, value, partition=partition)
+
+
+def read_entry(table: TableT[bytes, bytes], key: str) -> bytes | None:
+    """The encoded entry of `key` in the worker's store of `table` (None: none yet)."""
+    return get_table_entry(table, key.encode())

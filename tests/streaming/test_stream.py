@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import redis
+import rocksdict
 from aiokafka import ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -277,18 +278,25 @@ KILL_POINTS = {
 }
 
 
-@pytest.mark.parametrize("point", KILL_POINTS)
+@pytest.mark.parametrize(
+    ("point", "store"),
+    [(point, "memory") for point in KILL_POINTS]
+    + [("after-changelog-write", "rocksdb"), ("kill-9-from-outside", "rocksdb")],
+)
 def test_kill_9_then_every_score_of_every_transaction_equals_the_reference(
-    stream: Stream, long_history: pa.Table, trained, point: str
+    stream: Stream, long_history: pa.Table, trained, point: str, store: str
 ) -> None:  # type: ignore[no-untyped-def]
     """Thirty-three days (longer than the longest window, so card states are trimmed), labels
     first.
     The worker dies by SIGKILL at a point of a batch; another starts with the same group and
-    data folder. Every transaction has a score, every score of every transaction (a
-    redelivered one is scored twice) equals the batch path's, alerts are complete, and the
-    card and merchant tables equal a replay of the input."""
+    data folder (with the RocksDB store, its databases: the entries the dead worker wrote
+    there, changelog sent or not). Every transaction has a score, every score of every
+    transaction (a redelivered one is scored twice) equals the batch path's, alerts are
+    complete, and the card and merchant tables equal a replay of the input, in the
+    changelogs and in the RocksDB store."""
     kill_at = KILL_POINTS[point]
     env = {"FRAUD_STREAM_KILL_AT": kill_at} if kill_at else {}
+    env["FRAUD_STREAM_TABLE_STORE"] = store
     first = stream.worker(**env)
     wait_for_labels(first, send(stream, "labels", label_records(long_history)))
     n = send(stream, "transactions", transaction_records(long_history))
@@ -300,7 +308,9 @@ def test_kill_9_then_every_score_of_every_transaction_equals_the_reference(
             lambda: first.metric("fraudscale_stream_transactions_total") >= n // 3, "work", 120
         )
         first.kill()
-    second = stream.worker(FRAUD_STREAM_DATA_DIR=first.env["FRAUD_STREAM_DATA_DIR"])
+    second = stream.worker(
+        FRAUD_STREAM_DATA_DIR=first.env["FRAUD_STREAM_DATA_DIR"], FRAUD_STREAM_TABLE_STORE=store
+    )
 
     scores = scores_by_id(read(stream, stream.topic("scores"), until=n, distinct=True))
     expected = reference_scores(long_history, Scorer(trained.bundle))
@@ -322,6 +332,27 @@ def test_kill_9_then_every_score_of_every_transaction_equals_the_reference(
     cards, merchants = end_states(long_history)
     assert final_card_states(stream) == cards
     assert final_merchant_states(stream) == merchants
+    if store == "rocksdb":
+        second.stop()
+        folder = Path(second.env["FRAUD_STREAM_DATA_DIR"])
+        assert rocksdb_entries(folder, "card_to_state", decode_card_entry) == cards
+        assert rocksdb_entries(folder, "merchant_to_risk", decode_merchant_entry) == merchants
+
+
+def rocksdb_entries(folder: Path, table: str, decode) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """A table's states as a stopped worker's RocksDB store holds them (all partitions)."""
+    out: dict[str, object] = {}
+    paths = sorted(folder.rglob(f"{table}-*.db"))
+    assert paths, f"no RocksDB database of {table} under {folder}"
+    for path in paths:
+        db = rocksdict.Rdict(str(path), options=rocksdict.Options(raw_mode=True))
+        try:
+            out |= {
+                k.decode(): decode(v).state for k, v in db.items() if not k.startswith(b"__faust")
+            }
+        finally:
+            db.close()
+    return out
 
 
 def test_a_warm_start_scores_the_next_day_as_the_batch_path_does(
