@@ -115,6 +115,11 @@ class Outbox:
         topics, self._topics = self._topics, defaultdict(list)
         sent: list[tuple[asyncio.Future[Any], int]] = []
         for topic, records in topics.items():
+            # Tracked, so every metadata refresh keeps it: aiokafka sends to a topic its
+            # metadata already lists without tracking it, and a producer that tracks other
+            # topics then refreshes it away; a batch waiting for its leader (a new topic, a
+            # broker restart) then waits with no leader known, until its request timeout.
+            await producer.client.add_topic(topic)
             count = len(await producer.partitions_for(topic))
             keyed = [key for key, _, partition, _ in records if partition is None and key]
             chosen = iter(partitions_of(keyed, count))

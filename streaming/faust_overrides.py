@@ -9,7 +9,8 @@ is reviewed against the new code.
   of batch topics collected per fetch instead of passed one by one to the conductor
   (streaming.delivery explains why).
 - `Consumer.committed_offset` tracks what the broker confirmed, overriding `_commit` and
-  `seek_to_committed` (Faust's `_committed_offset` also moves when a commit fails).
+  `seek_to_committed` (Faust's `_committed_offset` also moves when a commit fails); the same
+  `seek_to_committed` seeks partitions without a commit to their beginning.
 - `App` builds its transport with that consumer; `kafka_producer` reaches the aiokafka
   producer under Faust's (`_ensure_producer`) for record batches (fraud_core.outbox).
 - `set_table_entry` writes a table's store directly (`Collection.data`; in the RocksDB store
@@ -100,6 +101,17 @@ class Consumer(faust_aiokafka.Consumer):
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         offsets = await super().seek_to_committed()
+        # aiokafka seeks only partitions with a commit above 0 and leaves the others where
+        # its fetches left them. Faust drops the records of a fetch that returns during a
+        # rebalance (a new generation), so a partition nobody has committed yet would then
+        # be read on from past them: skipped, never scored nor committed. Those start from
+        # the beginning, as a group's first read does (auto_offset_reset earliest).
+        changelogs = self.app.tables.changelog_topics
+        fresh = [
+            tp for tp, o in offsets.items() if not (o and o > 0) and tp.topic not in changelogs
+        ]
+        if fresh:
+            await self._thread.seek_to_beginning(*fresh)
         self._durable.update(
             {TP(tp.topic, tp.partition): o for tp, o in offsets.items() if o is not None and o > 0}
         )
