@@ -11,7 +11,8 @@ is reviewed against the new code.
 - `Consumer.committed_offset` tracks what the broker confirmed, overriding `_commit` and
   `seek_to_committed` (Faust's `_committed_offset` also moves when a commit fails); the same
   `seek_to_committed` seeks partitions without a commit to their beginning.
-- `App` builds its transport with that consumer; `kafka_producer` reaches the aiokafka
+- `Producer._settings_extra` makes Faust's producer idempotent with acks=all.
+- `App` builds its transport with that consumer and producer; `kafka_producer` reaches the aiokafka
   producer under Faust's (`_ensure_producer`) for record batches (fraud_core.outbox).
 - `set_table_entry` writes a table's store directly (`Collection.data`; in the RocksDB store
   the partition's database, `Store._db_for_partition`, and its key index) and names its
@@ -187,8 +188,18 @@ class Consumer(faust_aiokafka.Consumer):
             self.diag.unset_flag("CONSUMER_FETCHING")
 
 
+class Producer(faust_aiokafka.Producer):
+    """Faust's producer, idempotent with acks=all always (Faust asks for both only inside
+    transactions): a send retried after a broker's death or a lost acknowledgement is not
+    written twice, and an acknowledged one is on every in-sync replica."""
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
 class Transport(faust_aiokafka.Transport):
     Consumer: ClassVar[type[faust_aiokafka.Consumer]] = Consumer
+    Producer: ClassVar[type[faust_aiokafka.Producer]] = Producer
 
 
 class App(faust.App):
