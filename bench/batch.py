@@ -13,6 +13,10 @@ cache, recorded first on separate small data when missing).
 
     uv run python -m bench.batch --rows 10000000        # the issue's size
     uv run python -m bench.batch --rows 1000000         # a quick look
+    uv run python -m bench.batch --rows 1000000 --cluster-workers 2   # + a standalone cluster
+
+Each row reports its peak memory: the resident memory of this process and every process it
+started (a local Spark JVM; a cluster's master, workers and executors), sampled every 0.5 s.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import datetime as dt
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +70,58 @@ class Timing:
     name: str
     seconds: float
     rows: int
+    peak_mb: float = float("nan")
+    """The most resident memory this process and every process it started held together."""
+
+
+def tree_rss_bytes(root: int) -> int:
+    """Resident memory of `root` and all its descendants (from /proc)."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        pid = int(stat.parent.name)
+        parents[pid], rss[pid] = int(fields[1]), int(fields[21]) * PAGE
+    total, todo = 0, [root]
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return total
+
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakMemory:
+    """Samples `tree_rss_bytes` of this process every 0.5 s in a thread; `mb` is the peak:
+    the driver, a local Spark JVM, or a cluster's master, workers and executors started from
+    here, all counted."""
+
+    def __init__(self) -> None:
+        self.mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while True:
+            self.mb = max(self.mb, tree_rss_bytes(os.getpid()) / 2**20)
+            if self._stop.wait(0.5):
+                return
 
 
 def make_model(workdir: Path) -> ModelBundle:
@@ -243,6 +300,27 @@ def run_spark(
     return rows, startup
 
 
+def run_cluster(
+    raw: Path, day: dt.date, bundle: ModelBundle, work: Path, workers: int, java: str
+) -> Timing:
+    """The same steps on a standalone cluster on loopback (`make spark-cluster`'s): a master
+    and `workers` 1-core workers, started before the clock and stopped after."""
+    from fraud_devtools.spark_cluster import LocalSparkCluster
+
+    cluster = LocalSparkCluster(work / "cluster", workers=workers)
+    cluster.start()
+    try:
+        t0 = time.perf_counter()
+        with PeakMemory() as peak:
+            rows, _ = run_spark(
+                raw, day, bundle, work / "out" / "cluster", cluster.master_url, None
+            )
+        name = f"fraudscale Spark standalone, {workers} workers x 1 core, {java}"
+        return Timing(name, time.perf_counter() - t0, rows, peak.mb)
+    finally:
+        cluster.stop()
+
+
 def featurize_and_score(
     session: SparkSession, raw: Path, day: dt.date, bundle: ModelBundle, work: Path, name: str
 ) -> int:
@@ -303,6 +381,10 @@ def main() -> None:
         help="nights run through one local Spark Connect server (0: none); the first is cold",
     )  # fmt: skip
     parser.add_argument(
+        "--cluster-workers", type=int, default=0,
+        help="also run on a local standalone cluster of this many 1-core workers (0: no)",
+    )  # fmt: skip
+    parser.add_argument(
         "--event-log", type=Path, help="write Spark's event log here (read by bench.spark_stages)"
     )
     parser.add_argument(
@@ -331,15 +413,20 @@ def main() -> None:
     end_us = start_us + 24 * HOUR_US
 
     t0 = time.perf_counter()
-    peer_rows = run_duckdb(files, start_us, end_us, bundle, work / "out" / "duckdb")
-    peer = Timing("DuckDB + onnxruntime (1 process)", time.perf_counter() - t0, peer_rows)
+    with PeakMemory() as peak:
+        peer_rows = run_duckdb(files, start_us, end_us, bundle, work / "out" / "duckdb")
+    peer = Timing("DuckDB + onnxruntime (1 process)", time.perf_counter() - t0, peer_rows, peak.mb)
     t0 = time.perf_counter()
-    spark_rows, startup = run_spark(
-        raw, target, bundle, work / "out" / "spark", args.spark_master, args.event_log
-    )
+    with PeakMemory() as peak:
+        spark_rows, startup = run_spark(
+            raw, target, bundle, work / "out" / "spark", args.spark_master, args.event_log
+        )
     java = f"Java {jdk.major}{' + AOT cache' if aot else ''}" if jdk else "Java"
     name = f"fraudscale Spark {args.spark_master}, {java} (assets' code)"
-    ours = Timing(name, time.perf_counter() - t0, spark_rows)
+    ours = Timing(name, time.perf_counter() - t0, spark_rows, peak.mb)
+    clustered = run_cluster(raw, target, bundle, work, args.cluster_workers, java) if (
+        args.cluster_workers
+    ) else None  # fmt: skip
 
     nights = run_connect_nights(
         raw, target, bundle, work / "out" / "connect", args.spark_master, args.connect_nights
@@ -351,7 +438,11 @@ def main() -> None:
         connect = scores_of(work / "out" / "connect" / "out" / "scored")
         checks["Spark Connect"] = parity(connect, peer_scores)
     warm = nights[1:]  # the server has run the job before: every night after its first
-    rows = [peer, ours]
+    if clustered is not None:
+        checks["Spark standalone cluster"] = parity(
+            scores_of(work / "out" / "cluster" / "scored"), peer_scores
+        )
+    rows = [peer, ours, *([clustered] if clustered else [])]
     if warm:
         best = min(warm, key=lambda t: t.seconds)
         name = f"fraudscale Spark Connect {args.spark_master}, {best.name}"
@@ -360,12 +451,13 @@ def main() -> None:
     table = Table(
         title=f"batch: 1 day of {spark_rows:,} transactions (+{args.lookback_days} look-back days)"
     )
-    for column in ("pipeline", "seconds", "rows/s", "vs DuckDB"):
+    for column in ("pipeline", "seconds", "rows/s", "vs DuckDB", "peak memory"):
         table.add_column(column, justify="right")
     for timing in rows:
         table.add_row(
             timing.name, f"{timing.seconds:.1f}", f"{timing.rows / timing.seconds:,.0f}",
             f"{timing.seconds / peer.seconds:.2f}x",
+            "-" if timing.peak_mb != timing.peak_mb else f"{timing.peak_mb:,.0f} MB",
         )  # fmt: skip
     console.print(table)
     if nights:
@@ -388,6 +480,11 @@ def main() -> None:
             "lookback_days": args.lookback_days,
             "duckdb_seconds": peer.seconds,
             "spark_seconds": ours.seconds,
+            "duckdb_peak_mb": peer.peak_mb,
+            "spark_peak_mb": ours.peak_mb,
+            "cluster_seconds": clustered.seconds if clustered else None,
+            "cluster_peak_mb": clustered.peak_mb if clustered else None,
+            "cluster_parity": checks.get("Spark standalone cluster"),
             "spark_startup_seconds": startup,
             "ratio": ours.seconds / peer.seconds,
             "same_rows": same_ids,
