@@ -39,7 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import record_result
-from bench.batch import make_model
+from bench.batch import make_model, tree_rss_bytes
 from fraud_core.features import DAY_US
 from fraud_core.model_store import ModelStore
 from fraud_core.outbox import key_partition
@@ -69,11 +69,9 @@ class StoreRun:
 
 
 def rss_mb(worker: LocalWorker) -> float:
-    """The worker process's resident memory now (VmRSS), in MB."""
+    """The worker process's resident memory now, in MB."""
     assert worker.process is not None
-    status = Path(f"/proc/{worker.process.pid}/status").read_text()
-    kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-    return kb / 1024
+    return tree_rss_bytes(worker.process.pid) / 2**20
 
 
 def folder_mb(folder: Path) -> float:

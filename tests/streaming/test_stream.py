@@ -36,7 +36,7 @@ from fraud_devtools.processes import wait_until
 from fraud_devtools.redis_server import LocalRedis
 from fraud_devtools.stream_workers import consume, label_records, produce, transaction_records
 from streaming.scoring import Alert, decode_card_entry, decode_merchant_entry
-from streaming.settings import StreamSettings
+from streaming.settings import CARD_TABLE, MERCHANT_TABLE, StreamSettings
 from streaming.warm import TablesNotEmptyError, warm_start
 from tests.conftest import relabelled, with_unknown_labels
 from tests.streaming.conftest import Stream
@@ -85,11 +85,16 @@ def reference_scores(table: pa.Table, scorer: Scorer) -> dict[str, float]:
     )
 
 
+def changelog_states(stream: Stream, table: str, decode):  # type: ignore[no-untyped-def]
+    """A table as its changelog holds it once the group has settled: the last entry per key."""
+    stream.settle()
+    records = read(stream, StreamSettings.from_env(stream.env).changelog(table))
+    return {r.key.decode(): decode(r.value).state for r in records}
+
+
 def final_card_states(stream: Stream) -> dict[str, CardState]:
     """The card table as the changelog holds it: the last entry per card."""
-    stream.settle()
-    records = read(stream, f"{stream.env['FRAUD_STREAM_APP_ID']}-card_to_state-changelog")
-    return {r.key.decode(): decode_card_entry(r.value).state for r in records}
+    return changelog_states(stream, CARD_TABLE, decode_card_entry)  # type: ignore[no-any-return]
 
 
 def replayed_card_states(table: pa.Table) -> dict[str, CardState]:
@@ -265,9 +270,7 @@ def test_bad_records_go_to_the_dead_letter_topic_with_their_reason(
 
 
 def final_merchant_states(stream: Stream) -> dict[str, MerchantState]:
-    stream.settle()
-    records = read(stream, f"{stream.env['FRAUD_STREAM_APP_ID']}-merchant_to_risk-changelog")
-    return {r.key.decode(): decode_merchant_entry(r.value).state for r in records}
+    return changelog_states(stream, MERCHANT_TABLE, decode_merchant_entry)  # type: ignore[no-any-return]
 
 
 KILL_POINTS = {
@@ -335,8 +338,8 @@ def test_kill_9_then_every_score_of_every_transaction_equals_the_reference(
     if store == "rocksdb":
         second.stop()
         folder = Path(second.env["FRAUD_STREAM_DATA_DIR"])
-        assert rocksdb_entries(folder, "card_to_state", decode_card_entry) == cards
-        assert rocksdb_entries(folder, "merchant_to_risk", decode_merchant_entry) == merchants
+        assert rocksdb_entries(folder, CARD_TABLE, decode_card_entry) == cards
+        assert rocksdb_entries(folder, MERCHANT_TABLE, decode_merchant_entry) == merchants
 
 
 def rocksdb_entries(folder: Path, table: str, decode) -> dict[str, object]:  # type: ignore[no-untyped-def]
