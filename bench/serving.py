@@ -11,7 +11,11 @@ bundle for us and FastAPI, the native booster file for MLServer's LightGBM runti
 - fraudscale /v1/score, full path with micro-batching switched off: what batching gains.
 - fraudscale /v1/score, full path with the rollout on: every decision to the decision log
   (a real Kafka broker), a challenger scoring 10 % of requests in shadow, a canary answering
-  5 % of cards (the champion's model under other versions: the same cost per score).
+  5 % of cards (the champion's model under other versions: the same cost per score). This
+  server and the full path's run side by side and are measured in turns (`--rounds`, each
+  row showing its median point), so the machine's drift does not land on one of them.
+
+Redis and the Kafka broker stand for services on other machines: they run on wrk's core.
 - fraudscale /v2/models/{name}/infer: an FP32 [1, 30] tensor (Open Inference Protocol).
 - the ceiling: the same server settings and the same requests, a Litestar route that only
   decodes the body with msgspec and returns a constant (bench/peers/ceiling_app.py): what
@@ -53,7 +57,7 @@ from fraud_core.online_store import load_history
 from fraud_core.rollout import CANARY, CHALLENGER
 from fraud_data.landing import read_landing
 from fraud_devtools.kafka import LocalKafka
-from fraud_devtools.processes import free_port, start_process, stop_process
+from fraud_devtools.processes import free_port, pin_process, start_process, stop_process
 from fraud_devtools.redis_server import LocalRedis
 from serving.controllers.inference import INPUT_NAME
 
@@ -73,6 +77,15 @@ class Point:
     rps: float
     p50_ms: float
     p99_ms: float
+
+
+def median_points(points: list[Point]) -> list[Point]:
+    """Each (server, path, concurrency)'s point of median throughput over the rounds, in
+    first-run order."""
+    rounds: dict[tuple[str, str, int], list[Point]] = {}
+    for p in points:
+        rounds.setdefault((p.server, p.path, p.concurrency), []).append(p)
+    return [sorted(done, key=lambda p: p.rps)[len(done) // 2] for done in rounds.values()]
 
 
 def _ms(text: str) -> float:
@@ -161,6 +174,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each point")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--workdir", type=Path, default=Path("data/bench/serving"))
+    parser.add_argument(
+        "--rounds", type=int, default=3,
+        help="turns of the full path and the rollout row (each row: its median point)",
+    )  # fmt: skip
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -223,6 +240,12 @@ def main() -> None:
     redis.start()
     kafka = LocalKafka(run / "kafka")
     kafka.start()
+    # Redis and the broker stand for services on other machines: on wrk's core, so the
+    # server is alone on its own (the broker's JVM otherwise takes core 0 time from the
+    # rollout row only).
+    for process in (redis.process, kafka.process):
+        assert process is not None
+        pin_process(process.pid, "1")
     try:
         load_history(history, redis.url, model.bundle.metadata.contract.label_delay_us)
         port = free_port()
@@ -234,22 +257,30 @@ def main() -> None:
             "FRAUD_SERVING_JSON_LOGS": "false",
         }
         base = f"http://127.0.0.1:{port}"
-        with pinned([sys.executable, "-m", "serving.app"], env, base + "/v2/health/ready",
-                    run / "fraudscale.log"):  # fmt: skip
-            measure("fraudscale (Litestar)", base, "/v1/score full path", "distinct")
-            measure("fraudscale (Litestar)", base, "/v1/score cache hit", "same")
-            measure("fraudscale (Litestar)", base, "V2 infer", "v2")
         # The same server with the rollout on: every decision to Kafka, a challenger scoring
-        # 10 % of requests in shadow, a canary answering 5 % of cards.
+        # 10 % of requests in shadow, a canary answering 5 % of cards. Both servers are up
+        # together (an idle one costs nothing) and measured in turns, `--rounds` times, so
+        # the machine's drift moves both rows alike; the table shows each one's median.
+        rollout_port = free_port()
         rollout = {
             **env,
             "FRAUD_SERVING_MODEL_STORE_DIR": str(rollout_store.root),
             "FRAUD_SERVING_DECISION_LOG_BOOTSTRAP": kafka.bootstrap,
             "FRAUD_SERVING_SHADOW_SAMPLE": "0.1",
+            "FRAUD_SERVING_PORT": str(rollout_port),
         }
-        with pinned([sys.executable, "-m", "serving.app"], rollout, base + "/v2/health/ready",
-                    run / "fraudscale-rollout.log"):  # fmt: skip
-            measure(ROLLOUT, base, "/v1/score full path", "distinct")
+        rollout_base = f"http://127.0.0.1:{rollout_port}"
+        with (
+            pinned([sys.executable, "-m", "serving.app"], env, base + "/v2/health/ready",
+                   run / "fraudscale.log"),
+            pinned([sys.executable, "-m", "serving.app"], rollout,
+                   rollout_base + "/v2/health/ready", run / "fraudscale-rollout.log"),
+        ):  # fmt: skip
+            for _ in range(args.rounds):
+                measure("fraudscale (Litestar)", base, "/v1/score full path", "distinct")
+                measure(ROLLOUT, rollout_base, "/v1/score full path", "distinct")
+            measure("fraudscale (Litestar)", base, "/v1/score cache hit", "same")
+            measure("fraudscale (Litestar)", base, "V2 infer", "v2")
         # What micro-batching gains: the same server with it switched off.
         unbatched = {**env, "FRAUD_SERVING_BATCHING_ENABLED": "false"}
         with pinned([sys.executable, "-m", "serving.app"], unbatched, base + "/v2/health/ready",
@@ -286,6 +317,7 @@ def main() -> None:
                     base + "/v2/health/ready", run / "mlserver.log"):  # fmt: skip
             measure(label, base, "V2 infer", "v2")
 
+    points = median_points(points)
     table = Table(title="serving: one server process on one core, wrk on the other, loopback")
     for column in ("server", "path", "conc.", "req/s", "p50 ms", "p99 ms"):
         table.add_column(column, justify="right")

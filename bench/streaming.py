@@ -7,15 +7,22 @@ dict and has no tables, changelogs, recovery or web server. It is the limit, not
 
 1. Throughput: N transactions are in the topic before the consumer starts; transactions/s is
    N over the time from the first score to the last (scores' Kafka timestamps). The worker
-   runs twice: decision log off, then with the rollout on (every decision logged, a
-   challenger scoring 10 % of transactions in shadow, a canary on 5 % of cards).
+   runs without the rollout and with it (every decision logged, a challenger scoring 10 % of
+   transactions in shadow, a canary on 5 % of cards) in turns, `--rounds` times, each row
+   showing its median, so the machine's drift does not land on one of them.
 2. Latency: transactions are produced at a fixed rate; latency is a score's Kafka timestamp
-   minus its transaction's, p50 and p99 (the worker with the rollout on).
+   minus its transaction's, p50 and p99 (the worker with the rollout on), leaving out the
+   first `--warm-up` seconds of input (a fresh worker scores its first second or two slowly:
+   its start-up, not its steady state).
 3. With `--workers 2 --partitions 8`: the group's aggregate throughput (the workers split the
    partitions before the backlog is produced), then the same with one worker SIGKILLed a
    third of the way through: the seconds until the survivor owns every partition (the
    session timeout, 10 s by default, bounds its detection) and until every transaction is
    scored.
+
+The measured consumer (the worker, or the plain loop) runs alone on core 0; the broker (it
+stands for a cluster on other machines) and this process's producers and readers on core 1
+(`--no-pin`: anywhere).
 
     uv run python -m bench.streaming                          # 100k transactions, 1,000/s
     uv run python -m bench.streaming --rows 20000 --seconds 5 # a quick look
@@ -26,11 +33,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import multiprocessing
 import os
 import shutil
+import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +61,7 @@ from fraud_core.state import CardState, MerchantState
 from fraud_data.landing import read_landing
 from fraud_data.simulator import SimulationConfig, generate
 from fraud_devtools.kafka import LocalKafka
-from fraud_devtools.processes import wait_until
+from fraud_devtools.processes import pin_process, wait_until
 from fraud_devtools.stream_workers import LocalWorker, consume, produce, transaction_records
 from streaming.scoring import CardEntry, Record, score_transactions
 
@@ -59,6 +69,7 @@ console = Console()
 # aiokafka logs an ERROR while a topic it produces to is still being created: noise here.
 logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 _json = msgspec.json.Encoder()
+MEASURED_CORE, SERVICES_CORE = "0", "1"
 
 
 @dataclass(frozen=True)
@@ -77,10 +88,14 @@ def _throughput(scores: Sequence[ConsumerRecord[bytes, bytes]]) -> float:
 
 
 def _latencies_ms(
-    inputs: Sequence[ConsumerRecord[bytes, bytes]], scores: Sequence[ConsumerRecord[bytes, bytes]]
+    inputs: Sequence[ConsumerRecord[bytes, bytes]],
+    scores: Sequence[ConsumerRecord[bytes, bytes]],
+    warm_up: int = 0,
 ) -> tuple[float, float]:
+    """p50 and p99 of score time minus input time, leaving out the first `warm_up` inputs
+    (by time): a fresh consumer's first second or two is its start-up, not its steady state."""
     sent = {}
-    for record in inputs:
+    for record in sorted(inputs, key=lambda r: r.timestamp)[warm_up:]:
         sent[msgspec.json.decode(record.value)["transaction_id"]] = record.timestamp
     latency = np.array(
         [r.timestamp - sent[r.key.decode()] for r in scores if r.key and r.key.decode() in sent],
@@ -148,6 +163,28 @@ async def plain_loop(
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+def produce_later(
+    bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]], rate: float, delay: float
+) -> None:
+    """`produce_at_rate` after `delay` seconds (in a child process)."""
+    time.sleep(delay)
+    asyncio.run(produce_at_rate(bootstrap, topic, records, rate))
+
+
+@contextlib.contextmanager
+def on_cores(pinned: bool, cores: str = MEASURED_CORE) -> Iterator[None]:
+    """This process (and the processes it starts meanwhile) on `cores`, then back on the
+    services' core: the plain loop on the measured core, the group's workers on both."""
+    if not pinned:
+        yield
+        return
+    os.sched_setaffinity(0, {int(c) for c in cores.split(",")})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, {int(SERVICES_CORE)})
 
 
 def _scored(group: list[LocalWorker]) -> float:
@@ -219,9 +256,21 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000, help="transactions for throughput")
     parser.add_argument("--rate", type=float, default=1000.0, help="input rate for latency")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the latency run")
+    parser.add_argument(
+        "--warm-up", type=float, default=3.0,
+        help="seconds of input at the latency run's rate before the measured part",
+    )  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=Path("data/bench/streaming"))
     parser.add_argument("--workers", type=int, default=1, help="above 1: the group's rows too")
     parser.add_argument("--partitions", type=int, default=8, help="of the group's topics")
+    parser.add_argument(
+        "--rounds", type=int, default=3,
+        help="turns of the worker without and with the rollout (each row: the median)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-pin", dest="pin", action="store_false",
+        help="let every process run on any core (default: the measured one alone on core 0)",
+    )  # fmt: skip
     args = parser.parse_args()
     work: Path = args.workdir
     shutil.rmtree(work / "run", ignore_errors=True)
@@ -245,13 +294,22 @@ def main() -> None:
         rollout.add(as_version(bundle, version))
         rollout.point_to(version, role, share=0.05 if role == CANARY else 0.0)
     scorer = Scorer(bundle)
-    latency_rows = int(args.rate * args.seconds)
-    latency_records = records[:latency_rows]
+    # Latency: `--warm-up` seconds of input first (left out of the percentiles), then
+    # `--seconds` measured.
+    warm_up = int(args.rate * args.warm_up)
+    latency_records = records[: warm_up + int(args.rate * args.seconds)]
 
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     broker = None if external else LocalKafka(work / "run" / "kafka")
     if broker is not None:
         broker.start()
+    # The measured consumer (the worker, or the plain loop) alone on one core; the broker (a
+    # cluster elsewhere) and this process's producers and readers on the other.
+    pinned = args.pin and (os.cpu_count() or 1) >= 2
+    if pinned:
+        if broker is not None and broker.process is not None:
+            pin_process(broker.process.pid, SERVICES_CORE)
+        os.sched_setaffinity(0, {int(SERVICES_CORE)})
     bootstrap = external or (broker.bootstrap if broker else "")
     runs: list[Run] = []
     try:
@@ -267,27 +325,38 @@ def main() -> None:
             "FRAUD_STREAM_DECISION_LOG": "true",
             "FRAUD_STREAM_SHADOW_SAMPLE": "0.1",
         }
-        # Throughput: the backlog is in the topic before the worker starts.
+        # Throughput: the backlog is in the topic before the worker starts. The worker runs
+        # without and with the rollout in turns, `--rounds` times; each row is the median.
         first = f"bench{int(time.time())}"
-        for name, settings in (
-            ("fraudscale Faust worker", env),
-            ("  + decision log, 10 % shadow, 5 % canary", with_rollout),
-        ):
-            prefix = f"{first}-{len(runs)}"
-            n = asyncio.run(produce(bootstrap, f"{prefix}.transactions", records))
-            worker = LocalWorker(
-                work / "run",
-                {**settings, "FRAUD_STREAM_TOPIC_PREFIX": prefix, "FRAUD_STREAM_APP_ID": prefix},
-            )
-            worker.start()
-            scores = asyncio.run(consume(bootstrap, f"{prefix}.scores", until=n, timeout=600))
-            worker.stop()
-            runs.append(Run(name, len(scores), _throughput(scores)))
+        passes: dict[str, list[Run]] = {}
+        n = len(records)
+        for turn in range(args.rounds):
+            for name, settings in (
+                ("fraudscale Faust worker", env),
+                ("  + decision log, 10 % shadow, 5 % canary", with_rollout),
+            ):
+                prefix = f"{first}-{turn}{int(settings is with_rollout)}"
+                n = asyncio.run(produce(bootstrap, f"{prefix}.transactions", records))
+                worker = LocalWorker(
+                    work / "run",
+                    {**settings, "FRAUD_STREAM_TOPIC_PREFIX": prefix,
+                     "FRAUD_STREAM_APP_ID": prefix},
+                    cpus=MEASURED_CORE if pinned else None,
+                )  # fmt: skip
+                worker.start()
+                scores = asyncio.run(consume(bootstrap, f"{prefix}.scores", until=n, timeout=600))
+                worker.stop()
+                run = Run(name, len(scores), _throughput(scores))
+                console.print(f"  round {turn + 1}: {name.strip()}: {run.per_second:,.0f}/s")
+                passes.setdefault(name, []).append(run)
+        for name, turns in passes.items():
+            runs.append(Run(name, turns[0].rows, statistics.median(r.per_second for r in turns)))
 
-        prefix = f"{first}-0"
-        asyncio.run(
-            plain_loop(bootstrap, f"{prefix}.transactions", f"{prefix}.plain", scorer, n, 500)
-        )
+        prefix = f"{first}-00"
+        with on_cores(pinned):
+            asyncio.run(
+                plain_loop(bootstrap, f"{prefix}.transactions", f"{prefix}.plain", scorer, n, 500)
+            )
         plain = asyncio.run(consume(bootstrap, f"{prefix}.plain", until=n, timeout=600))
         runs.append(Run("plain aiokafka loop (the limit)", len(plain), _throughput(plain)))
 
@@ -296,6 +365,7 @@ def main() -> None:
         worker = LocalWorker(
             work / "run",
             {**with_rollout, "FRAUD_STREAM_TOPIC_PREFIX": prefix, "FRAUD_STREAM_APP_ID": prefix},
+            cpus=MEASURED_CORE if pinned else None,
         )
         worker.start()
         time.sleep(3)  # let the group settle
@@ -309,33 +379,39 @@ def main() -> None:
         inputs = asyncio.run(
             consume(bootstrap, f"{prefix}.transactions", until=len(latency_records))
         )
-        p50, p99 = _latencies_ms(inputs, scores)
+        p50, p99 = _latencies_ms(inputs, scores, warm_up)
         runs.append(
             Run(f"fraudscale Faust worker + rollout @ {args.rate:,.0f}/s", len(scores), 0, p50, p99)
         )
 
-        async def plain_at_rate() -> None:
-            loop = asyncio.create_task(
+        # The plain loop in this process, its input from another (on the services' core).
+        sender = multiprocessing.get_context("spawn").Process(
+            target=produce_later,
+            args=(bootstrap, f"{prefix}.transactions2", latency_records, args.rate, 3.0),
+        )
+        sender.start()
+        assert sender.pid is not None
+        if pinned:
+            pin_process(sender.pid, SERVICES_CORE)
+        with on_cores(pinned):
+            asyncio.run(
                 plain_loop(
                     bootstrap, f"{prefix}.transactions2", f"{prefix}.plain", scorer,
                     len(latency_records), 500,
                 )
             )  # fmt: skip
-            await asyncio.sleep(3)
-            await produce_at_rate(bootstrap, f"{prefix}.transactions2", latency_records, args.rate)
-            await loop
-
-        asyncio.run(plain_at_rate())
+        sender.join()
         plain = asyncio.run(consume(bootstrap, f"{prefix}.plain", until=len(latency_records)))
         inputs = asyncio.run(
             consume(bootstrap, f"{prefix}.transactions2", until=len(latency_records))
         )
-        p50, p99 = _latencies_ms(inputs, plain)
+        p50, p99 = _latencies_ms(inputs, plain, warm_up)
         runs.append(Run(f"plain aiokafka loop @ {args.rate:,.0f}/s", len(plain), 0, p50, p99))
         if args.workers > 1:
-            group, recovery = group_runs(
-                work / "run", env, bootstrap, records, args.workers, args.partitions
-            )
+            with on_cores(pinned, f"{MEASURED_CORE},{SERVICES_CORE}"):
+                group, recovery = group_runs(
+                    work / "run", env, bootstrap, records, args.workers, args.partitions
+                )
             runs += group
     finally:
         if broker is not None:

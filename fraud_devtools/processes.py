@@ -73,6 +73,14 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
         kill_process(process)
 
 
+def pin_process(pid: int, cpus: str) -> None:
+    """Keep a running process and every thread of it on `cpus` (taskset's list, "1" or
+    "0,1"): the benchmarks keep the measured process alone on one core and the services it
+    talks to (stand-ins for other machines) on the other."""
+    subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+
+
 def kill_process(process: subprocess.Popen[bytes]) -> None:
     """SIGKILL and reap: no shutdown at all."""
     process.kill()

@@ -28,8 +28,15 @@ class LocalWorker(LocalProcess):
 
     `start` returns once the worker owns partitions and its output topics exist."""
 
-    def __init__(self, folder: Path, env: Mapping[str, str], web_port: int | None = None) -> None:
-        self.folder = folder
+    def __init__(
+        self,
+        folder: Path,
+        env: Mapping[str, str],
+        web_port: int | None = None,
+        cpus: str | None = None,
+    ) -> None:
+        """`cpus`: run the worker on these cores only (taskset's list; benchmarks)."""
+        self.folder, self.cpus = folder, cpus
         self.web_port = web_port or free_port()
         self.env = {
             **os.environ,
@@ -42,8 +49,9 @@ class LocalWorker(LocalProcess):
     def start(self, timeout: float = 60) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         level = self.env.get("FRAUD_STREAM_LOG_LEVEL", "info")
+        pin = ["taskset", "-c", self.cpus] if self.cpus else []
         self.process = start_process(
-            [sys.executable, "-m", "streaming", "worker", "--loglevel", level],
+            [*pin, sys.executable, "-m", "streaming", "worker", "--loglevel", level],
             f"the stream worker on port {self.web_port}",
             lambda: self.metric("fraudscale_stream_assigned_partitions") > 0,
             timeout,
