@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from fraud_core.model_store import ModelStore
-from fraud_devtools.stream_workers import LocalWorker, wait_for_group
+from fraud_devtools.stream_workers import LocalWorker, provision_topics, wait_for_group
+from streaming.settings import StreamSettings
 from tests.conftest import FAILED
 
 _ids = itertools.count()
@@ -55,6 +56,14 @@ class Stream:
         asyncio.run(wait_for_group(self.bootstrap, group, self.topic("transactions"), timeout))
 
     def worker(self, **env: str) -> LocalWorker:
+        if not self.workers:  # the input topics, provisioned before the first worker joins
+            settings = StreamSettings.from_env({**self.env, **env})
+            asyncio.run(
+                provision_topics(
+                    self.bootstrap, [self.topic("transactions"), self.topic("labels")],
+                    settings.partitions, settings.replication_factor, settings.topic_config(),
+                )
+            )  # fmt: skip
         worker = LocalWorker(self.folder, {**self.env, **env})
         self.workers.append(worker)  # one that fails to start still shows its log on failure
         worker.start()
