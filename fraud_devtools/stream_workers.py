@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sys
 import urllib.request
@@ -13,8 +12,8 @@ from pathlib import Path
 import msgspec
 import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import GroupCoordinatorNotAvailableError, TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from fraud_core.features import DEFAULT_LABEL_DELAY_US
 from fraud_core.schema import from_micros, timestamps_us
@@ -209,42 +208,6 @@ async def _partitions(
             raise TimeoutError(f"topic {topic} has no partitions")
         await asyncio.sleep(0.2)
     return set(found)
-
-
-async def provision_topics(
-    bootstrap: str,
-    topics: list[str],
-    partitions: int,
-    replication: int,
-    config: Mapping[str, str],
-    timeout: float = 60,
-) -> None:
-    """Create `topics` (those missing) and wait until every one of them shows its partitions
-    in the cluster's metadata, as a deployment provisions a worker's input topics before
-    starting it. Topics the first group generation does not see arrive in a later one."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        new = [
-            NewTopic(t, num_partitions=partitions, replication_factor=replication,
-                     topic_configs=dict(config))
-            for t in topics
-        ]  # fmt: skip
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics(new, validate_only=False)
-    finally:
-        await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while missing := [t for t in topics if t not in await consumer.topics()]:
-            if loop.time() >= deadline:
-                raise TimeoutError(f"topics {missing} not in the cluster's metadata")
-            await asyncio.sleep(0.2)
-    finally:
-        await consumer.stop()
 
 
 async def wait_for_group(bootstrap: str, group: str, topic: str, timeout: float = 60) -> None:

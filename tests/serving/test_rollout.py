@@ -21,7 +21,7 @@ from fraud_core.rollout import (
     feature_vector,
     in_canary,
 )
-from fraud_devtools.kafka import LocalKafka
+from fraud_devtools.kafka import LocalKafka, provision_topics
 from fraud_devtools.processes import wait_until
 from fraud_devtools.stream_workers import consume
 from serving.app import create_app
@@ -102,6 +102,9 @@ def test_with_the_broker_killed_under_load_no_request_fails_and_drops_are_counte
 ) -> None:  # type: ignore[no-untyped-def]
     broker = LocalKafka(tmp_path / "kafka")
     broker.start()
+    # Provisioned, as in a deployment: the first sends must not wait for the topic's creation
+    # while 500 requests fill the 300-record queue.
+    asyncio.run(provision_topics(broker.bootstrap, ["load.decisions"], 4, 1, {}))
     store = rollout_store(tmp_path / "models", trained, second_model)
     capacity = 300
     settings = ServingSettings(
