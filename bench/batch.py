@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
 import shutil
 import threading
@@ -74,6 +75,9 @@ class Timing:
     """The most resident memory this process and every process it started held together."""
 
 
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
 def tree_rss_bytes(root: int) -> int:
     """Resident memory of `root` and all its descendants (from /proc)."""
     parents: dict[int, int] = {}
@@ -94,9 +98,6 @@ def tree_rss_bytes(root: int) -> int:
         total += rss.get(pid, 0)
         todo.extend(children.get(pid, []))
     return total
-
-
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class PeakMemory:
@@ -457,7 +458,7 @@ def main() -> None:
         table.add_row(
             timing.name, f"{timing.seconds:.1f}", f"{timing.rows / timing.seconds:,.0f}",
             f"{timing.seconds / peer.seconds:.2f}x",
-            "-" if timing.peak_mb != timing.peak_mb else f"{timing.peak_mb:,.0f} MB",
+            "-" if math.isnan(timing.peak_mb) else f"{timing.peak_mb:,.0f} MB",
         )  # fmt: skip
     console.print(table)
     if nights:

@@ -14,8 +14,6 @@ bundle for us and FastAPI, the native booster file for MLServer's LightGBM runti
   5 % of cards (the champion's model under other versions: the same cost per score). This
   server and the full path's run side by side and are measured in turns (`--rounds`, each
   row showing its median point), so the machine's drift does not land on one of them.
-
-Redis and the Kafka broker stand for services on other machines: they run on wrk's core.
 - fraudscale /v2/models/{name}/infer: an FP32 [1, 30] tensor (Open Inference Protocol).
 - the ceiling: the same server settings and the same requests, a Litestar route that only
   decodes the body with msgspec and returns a constant (bench/peers/ceiling_app.py): what
@@ -24,6 +22,8 @@ Redis and the Kafka broker stand for services on other machines: they run on wrk
 - MLServer 1.7.1 + mlserver-lightgbm, V2 infer of the same tensor, default settings and
   parallel_workers=0 (its best here). It runs from its own virtualenv (it needs uvloop 0.21),
   which this benchmark creates under the workdir the first time.
+
+Redis and the Kafka broker stand for services on other machines: they run on wrk's core.
 
     uv run python -m bench.serving                 # 10 s per point
     uv run python -m bench.serving --seconds 4     # a quick look

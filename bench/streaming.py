@@ -306,6 +306,7 @@ def main() -> None:
     # The measured consumer (the worker, or the plain loop) alone on one core; the broker (a
     # cluster elsewhere) and this process's producers and readers on the other.
     pinned = args.pin and (os.cpu_count() or 1) >= 2
+    worker_cpus = MEASURED_CORE if pinned else None
     if pinned:
         if broker is not None and broker.process is not None:
             pin_process(broker.process.pid, SERVICES_CORE)
@@ -341,7 +342,7 @@ def main() -> None:
                     work / "run",
                     {**settings, "FRAUD_STREAM_TOPIC_PREFIX": prefix,
                      "FRAUD_STREAM_APP_ID": prefix},
-                    cpus=MEASURED_CORE if pinned else None,
+                    cpus=worker_cpus,
                 )  # fmt: skip
                 worker.start()
                 scores = asyncio.run(consume(bootstrap, f"{prefix}.scores", until=n, timeout=600))
@@ -365,7 +366,7 @@ def main() -> None:
         worker = LocalWorker(
             work / "run",
             {**with_rollout, "FRAUD_STREAM_TOPIC_PREFIX": prefix, "FRAUD_STREAM_APP_ID": prefix},
-            cpus=MEASURED_CORE if pinned else None,
+            cpus=worker_cpus,
         )
         worker.start()
         time.sleep(3)  # let the group settle
