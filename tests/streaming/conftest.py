@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -56,19 +56,29 @@ class Stream:
         group = self.env["FRAUD_STREAM_APP_ID"]
         asyncio.run(wait_for_group(self.bootstrap, group, self.topic("transactions"), timeout))
 
-    def worker(self, **env: str) -> LocalWorker:
-        if not self.workers:  # the input topics, provisioned before the first worker joins
-            settings = StreamSettings.from_env({**self.env, **env})
-            asyncio.run(
-                provision_topics(
-                    self.bootstrap, [self.topic("transactions"), self.topic("labels")],
-                    settings.partitions, settings.replication_factor, settings.topic_config(),
-                )
-            )  # fmt: skip
+    def worker(
+        self, provision: Sequence[str] = ("transactions", "labels"), **env: str
+    ) -> LocalWorker:
+        """A started worker; before the first, the input topics named in `provision` are
+        created (a deployment provisions them before it starts workers)."""
+        if not self.workers:
+            self.provision(provision, **env)
         worker = LocalWorker(self.folder, {**self.env, **env})
         self.workers.append(worker)  # one that fails to start still shows its log on failure
         worker.start()
         return worker
+
+    def provision(self, names: Sequence[str], **env: str) -> None:
+        """Create the topics `names` with the app's partitions, replication and min.insync, and
+        wait until the cluster's metadata shows them."""
+        settings = StreamSettings.from_env({**self.env, **env})
+        topics = [self.topic(name) for name in names]
+        asyncio.run(
+            provision_topics(
+                self.bootstrap, topics, settings.partitions, settings.replication_factor,
+                settings.topic_config(),
+            )
+        )  # fmt: skip
 
     def close(self) -> None:
         for worker in self.workers:

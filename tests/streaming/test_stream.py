@@ -7,6 +7,7 @@ import asyncio
 import collections
 import datetime as dt
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -42,6 +43,9 @@ from tests.conftest import relabelled, with_unknown_labels
 from tests.streaming.conftest import Stream
 
 pytestmark = pytest.mark.integration
+
+FAULTS = Path(__file__).parent / "faults"
+"""sitecustomize.py: faults for workers started with this folder on PYTHONPATH."""
 
 
 def send(stream: Stream, topic: str, records: list[tuple[bytes, bytes]]) -> int:
@@ -271,6 +275,24 @@ def test_bad_records_go_to_the_dead_letter_topic_with_their_reason(
 
 def final_merchant_states(stream: Stream) -> dict[str, MerchantState]:
     return changelog_states(stream, MERCHANT_TABLE, decode_merchant_entry)  # type: ignore[no-any-return]
+
+
+def test_a_source_topic_provisioned_after_the_group_formed_is_read_from_its_start(
+    stream: Stream, history: pa.Table
+) -> None:
+    """The labels topic is not there when the worker joins (someone else provisions it,
+    later): once it is, the group takes its partitions in a new generation, and every label,
+    those produced before the worker owned the partitions too, is applied."""
+    worker = stream.worker(
+        provision=["transactions"],
+        PYTHONPATH=os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")])),
+        FRAUD_TEST_UNDECLARED_TOPICS=stream.topic("labels"),
+    )
+    stream.provision(["labels"])
+    wait_for_labels(worker, send(stream, "labels", label_records(history)))
+    assert "Ignoring missing topic" in worker.log_path.read_text()  # it joined without it
+    _, merchants = end_states(history)
+    assert final_merchant_states(stream) == merchants
 
 
 KILL_POINTS = {
