@@ -12,8 +12,9 @@ dict and has no tables, changelogs, recovery or web server. It is the limit, not
    showing its median, so the machine's drift does not land on one of them.
 2. Latency: transactions are produced at a fixed rate; latency is a score's Kafka timestamp
    minus its transaction's, p50 and p99 (the worker with the rollout on), leaving out the
-   first `--warm-up` seconds of input (a fresh worker scores its first second or two slowly:
-   its start-up, not its steady state).
+   first `--warm-up` seconds of input, shown in a row of their own: a fresh worker scores its
+   first seconds slowly, and a freshly started broker answers slower for its first 10-20 s
+   (its JIT compiling); neither is a long-running deployment's steady state.
 3. With `--workers 2 --partitions 8`: the group's aggregate throughput (the workers split the
    partitions before the backlog is produced), then the same with one worker SIGKILLed a
    third of the way through: the seconds until the survivor owns every partition (the
@@ -91,11 +92,13 @@ def _latencies_ms(
     inputs: Sequence[ConsumerRecord[bytes, bytes]],
     scores: Sequence[ConsumerRecord[bytes, bytes]],
     warm_up: int = 0,
+    until: int | None = None,
 ) -> tuple[float, float]:
     """p50 and p99 of score time minus input time, leaving out the first `warm_up` inputs
-    (by time): a fresh consumer's first second or two is its start-up, not its steady state."""
+    (by time) and those from `until` on: a fresh consumer's first seconds are its start-up,
+    not its steady state."""
     sent = {}
-    for record in sorted(inputs, key=lambda r: r.timestamp)[warm_up:]:
+    for record in sorted(inputs, key=lambda r: r.timestamp)[warm_up:until]:
         sent[msgspec.json.decode(record.value)["transaction_id"]] = record.timestamp
     latency = np.array(
         [r.timestamp - sent[r.key.decode()] for r in scores if r.key and r.key.decode() in sent],
@@ -257,7 +260,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="input rate for latency")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the latency run")
     parser.add_argument(
-        "--warm-up", type=float, default=3.0,
+        "--warm-up", type=float, default=10.0,
         help="seconds of input at the latency run's rate before the measured part",
     )  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=Path("data/bench/streaming"))
@@ -381,9 +384,14 @@ def main() -> None:
             consume(bootstrap, f"{prefix}.transactions", until=len(latency_records))
         )
         p50, p99 = _latencies_ms(inputs, scores, warm_up)
+        worker_p99 = p99
         runs.append(
             Run(f"fraudscale Faust worker + rollout @ {args.rate:,.0f}/s", len(scores), 0, p50, p99)
         )
+        if warm_up:
+            p50, p99 = _latencies_ms(inputs, scores, 0, warm_up)
+            label = f"  its first {args.warm_up:g} s (left out above)"
+            runs.append(Run(label, warm_up, 0, p50, p99))
 
         # The plain loop in this process, its input from another (on the services' core).
         sender = multiprocessing.get_context("spawn").Process(
@@ -448,6 +456,7 @@ def main() -> None:
             "runs": [r.__dict__ for r in runs],
             "throughput_ratio": ratio,
             "rollout_ratio": rollout_ratio,
+            "worker_p99_ms": worker_p99,
             **extra,
         },
     )

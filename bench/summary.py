@@ -47,6 +47,8 @@ TARGETS = (
            lambda r: r["throughput_ratio"], ">= 0.8", lambda v: v >= 0.8),
     Target("streaming", "rollout on / off (decision log, shadow, canary)",
            lambda r: r["rollout_ratio"], ">= 0.9", lambda v: v >= 0.9),
+    Target("streaming", "worker + rollout p99 at 1,000/s after the warm-up, ms",
+           lambda r: r.get("worker_p99_ms"), "<= 10", lambda v: v <= 10),
     Target("batch", "Spark fresh local session / DuckDB + ORT",
            lambda r: r["ratio"], "<= 1.5", lambda v: v <= 1.5),
     Target("batch", "warm Spark Connect night / DuckDB + ORT", _night, "<= 1.2",

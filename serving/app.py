@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from fraud_core.features import warm_up
 from fraud_core.model_store import ModelHolder, ModelStore, RegistryRollout, RolloutSource
 from fraud_core.online_store import connect_async
+from fraud_core.runtime import freeze_start_up_heap
 from serving.auth import Access, parse_api_keys
 from serving.batching import RowScorer
 from serving.cache import ScoreCache
@@ -112,10 +112,7 @@ def create_app(
         if decisions is not None:
             decisions.start()
         watcher = asyncio.create_task(models.watch(config.model_poll_seconds))
-        # What start-up allocated lives for the process: keep it out of full collections,
-        # which otherwise stall every in-flight request for tens of milliseconds.
-        gc.collect()
-        gc.freeze()
+        freeze_start_up_heap()
         try:
             yield
         finally:

@@ -28,6 +28,7 @@ from fraud_core.model_store import ModelHolder, Served
 from fraud_core.online_store import REDIS_FAULTS, connect_async, queue_states
 from fraud_core.outbox import Outbox
 from fraud_core.rollout import SHADOW, encode_decision
+from fraud_core.runtime import freeze_start_up_heap
 from fraud_core.state import CardState, MerchantState
 from streaming import metrics
 from streaming.checkpoint import Checkpoint
@@ -116,9 +117,11 @@ class StreamWork:
 
     async def declare_output_topics(self) -> None:
         """Create the output topics before the agents produce (not left to broker
-        auto-creation, which a production cluster usually turns off)."""
+        auto-creation, which a production cluster usually turns off); start-up is then done
+        and its heap is frozen."""
         for topic in self.topics.outputs:
             await topic.maybe_declare()
+        freeze_start_up_heap()
         self.outputs_declared.set()
 
     async def transactions_to_scores(self) -> None:
