@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 from fraud_devtools.processes import (
@@ -196,47 +196,6 @@ class LocalKafkaCluster:
     def stop(self) -> None:
         for broker in self.brokers:
             broker.kill()
-
-
-async def provision_topics(
-    bootstrap: str,
-    topics: list[str],
-    partitions: int,
-    replication: int,
-    config: Mapping[str, str],
-    timeout: float = 60,
-) -> None:
-    """Create `topics` (those missing) and wait until every one of them shows its partitions
-    in the cluster's metadata, as a deployment provisions a worker's input topics before
-    starting it (a topic a consumer group's first generation does not see arrives in a later
-    one; a producer's first send to a topic being created waits for its leader)."""
-    from aiokafka import AIOKafkaConsumer
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        new = [
-            NewTopic(t, num_partitions=partitions, replication_factor=replication,
-                     topic_configs=dict(config))
-            for t in topics
-        ]  # fmt: skip
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics(new, validate_only=False)
-    finally:
-        await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while missing := [t for t in topics if t not in await consumer.topics()]:
-            if loop.time() >= deadline:
-                raise TimeoutError(f"topics {missing} not in the cluster's metadata")
-            await asyncio.sleep(0.2)
-    finally:
-        await consumer.stop()
 
 
 def broker_answers(bootstrap: str) -> bool:

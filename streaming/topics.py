@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 from faust.types import AppT, TopicT
 
 from streaming.settings import StreamSettings
@@ -47,3 +53,49 @@ def declare_topics(app: AppT, settings: StreamSettings) -> Topics:
     }
     names = ("transactions", "labels", "scores", "alerts", "dead-letters", "decisions")
     return Topics(*(app.topic(settings.topic(name), **raw) for name in names))
+
+
+async def provision_topics(
+    bootstrap: str,
+    topics: Sequence[str],
+    partitions: int,
+    replication: int,
+    config: Mapping[str, str],
+    timeout: float = 60,
+) -> dict[str, list[TopicPartition]]:
+    """Create those of `topics` that are missing and wait until the cluster's metadata shows
+    every one; each topic's partitions (an existing topic keeps its own count: the caller
+    checks it). A deployment provisions a worker's input topics so before starting it: a topic
+    a consumer group's first generation does not see arrives only in a later one, and a
+    producer's first send to a topic being created waits for its leader."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        for topic in topics:
+            new = NewTopic(
+                topic, num_partitions=partitions, replication_factor=replication,
+                topic_configs=dict(config),
+            )  # fmt: skip
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([new])
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        shown: dict[str, list[TopicPartition]] = {}
+        while missing := [t for t in topics if t not in shown]:
+            for topic in missing:
+                if found := consumer.partitions_for_topic(topic):
+                    shown[topic] = [TopicPartition(topic, p) for p in sorted(found)]
+            if len(shown) == len(topics):
+                break
+            if loop.time() >= deadline:
+                raise TimeoutError(f"topics {missing} not in the cluster's metadata")
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        return shown
+    finally:
+        await consumer.stop()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import sys
 from collections import defaultdict
@@ -34,9 +33,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.table import Table
 
@@ -50,6 +47,7 @@ from fraud_core.state import CardState, MerchantState, end_states
 from fraud_data.landing import read_landing
 from streaming.scoring import CardEntry, MerchantEntry, encode_entry
 from streaming.settings import CARD_TABLE, MERCHANT_TABLE, StreamSettings
+from streaming.topics import provision_topics
 
 
 @dataclass
@@ -118,25 +116,14 @@ async def _ensure_changelogs(settings: StreamSettings, replace: bool) -> list[st
     """Create the tables' changelog topics as Faust would (compacted, the app's partition
     count); TablesNotEmptyError if they hold records and `replace` is off."""
     topics = [settings.changelog(CARD_TABLE), settings.changelog(MERCHANT_TABLE)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker)
-    await admin.start()
-    try:
-        for topic in topics:
-            new = NewTopic(
-                topic,
-                num_partitions=settings.partitions,
-                replication_factor=settings.replication_factor,
-                topic_configs={"cleanup.policy": "compact", **settings.topic_config()},
-            )
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics([new])
-    finally:
-        await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker, metadata_max_age_ms=1000)
+    config = {"cleanup.policy": "compact", **settings.topic_config()}
+    shown = await provision_topics(
+        settings.broker, topics, settings.partitions, settings.replication_factor, config
+    )
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker)
     await consumer.start()
     try:
-        for topic in topics:
-            partitions = await _partitions(consumer, topic)
+        for topic, partitions in shown.items():
             if len(partitions) != settings.partitions:
                 raise RuntimeError(
                     f"{topic} has {len(partitions)} partitions; the app uses {settings.partitions}"
@@ -151,16 +138,6 @@ async def _ensure_changelogs(settings: StreamSettings, replace: bool) -> list[st
     finally:
         await consumer.stop()
     return topics
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    for _ in range(50):  # a topic just created takes a moment to appear in metadata
-        found = consumer.partitions_for_topic(topic)
-        if found:
-            return [TopicPartition(topic, p) for p in sorted(found)]
-        await consumer._client.force_metadata_update()
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"topic {topic} did not appear in the cluster's metadata")
 
 
 async def write_tables(

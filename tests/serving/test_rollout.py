@@ -21,11 +21,12 @@ from fraud_core.rollout import (
     feature_vector,
     in_canary,
 )
-from fraud_devtools.kafka import LocalKafka, provision_topics
+from fraud_devtools.kafka import LocalKafka
 from fraud_devtools.processes import wait_until
 from fraud_devtools.stream_workers import consume
 from serving.app import create_app
 from serving.settings import ServingSettings
+from streaming.topics import provision_topics
 from tests.conftest import CANARY_SHARE as SHARE
 from tests.conftest import rollout_store
 

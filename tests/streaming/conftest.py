@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from fraud_core.model_store import ModelStore
-from fraud_devtools.kafka import provision_topics
 from fraud_devtools.stream_workers import LocalWorker, wait_for_group
 from streaming.settings import StreamSettings
+from streaming.topics import provision_topics
 from tests.conftest import FAILED
 
 _ids = itertools.count()
