@@ -65,9 +65,10 @@ async def provision_topics(
 ) -> dict[str, list[TopicPartition]]:
     """Create those of `topics` that are missing and wait until the cluster's metadata shows
     every one; each topic's partitions (an existing topic keeps its own count: the caller
-    checks it). A deployment provisions a worker's input topics so before starting it: a topic
-    a consumer group's first generation does not see arrives only in a later one, and a
-    producer's first send to a topic being created waits for its leader."""
+    checks it). A deployment provisions a worker's input topics like this before it starts
+    the worker: a topic that a consumer group's first generation does not see is assigned only
+    in a later one, and a producer's first send to a topic being created waits for its
+    leader."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
