@@ -80,6 +80,15 @@ def partitions_of(keys: Sequence[bytes], partitions: int) -> list[int]:
     return ((murmur2_many(keys) & np.uint32(0x7FFFFFFF)) % np.uint32(partitions)).tolist()
 
 
+async def track_topics(producer: AIOKafkaProducer, topics: Sequence[str]) -> None:
+    """Have `producer` track `topics` and know their partitions now (one metadata request
+    for all), so that the first flush to each does not wait for one: a worker's first batch
+    and its first alert each waited 40-180 ms for the metadata of topics new to its producer."""
+    await asyncio.gather(*[producer.client.add_topic(topic) for topic in topics])
+    for topic in topics:
+        await producer.partitions_for(topic)
+
+
 class Outbox:
     """Collects records per topic (in order) and sends them all in `flush`."""
 

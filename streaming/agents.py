@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fraud_core.model_store import ModelHolder, Served
 from fraud_core.online_store import REDIS_FAULTS, connect_async, queue_states
-from fraud_core.outbox import Outbox
+from fraud_core.outbox import Outbox, track_topics
 from fraud_core.rollout import SHADOW, encode_decision
 from fraud_core.runtime import freeze_start_up_heap
 from fraud_core.state import CardState, MerchantState
@@ -45,7 +45,7 @@ from streaming.scoring import (
     encode_entry,
     score_transactions,
 )
-from streaming.settings import StreamSettings
+from streaming.settings import CARD_TABLE, MERCHANT_TABLE, StreamSettings
 from streaming.tables import Tables, read_entry, write_entry
 from streaming.topics import Topics
 
@@ -117,10 +117,15 @@ class StreamWork:
 
     async def declare_output_topics(self) -> None:
         """Create the output topics before the agents produce (not left to broker
-        auto-creation, which a production cluster usually turns off); start-up is then done
-        and its heap is frozen."""
+        auto-creation, which a production cluster usually turns off), and have the producer
+        know every topic it writes; start-up is then done and its heap is frozen."""
         for topic in self.topics.outputs:
             await topic.maybe_declare()
+        produced = [
+            *(t.get_topic_name() for t in self.topics.outputs),
+            *(self.settings.changelog(table) for table in (CARD_TABLE, MERCHANT_TABLE)),
+        ]
+        await track_topics(kafka_producer(self.app), produced)
         freeze_start_up_heap()
         self.outputs_declared.set()
 
