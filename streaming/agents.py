@@ -45,7 +45,7 @@ from streaming.scoring import (
     encode_entry,
     score_transactions,
 )
-from streaming.settings import CARD_TABLE, MERCHANT_TABLE, StreamSettings
+from streaming.settings import StreamSettings
 from streaming.tables import Tables, read_entry, write_entry
 from streaming.topics import Topics
 
@@ -123,7 +123,7 @@ class StreamWork:
             await topic.maybe_declare()
         produced = [
             *(t.get_topic_name() for t in self.topics.outputs),
-            *(self.settings.changelog(table) for table in (CARD_TABLE, MERCHANT_TABLE)),
+            *sorted(self.app.tables.changelog_topics),
         ]
         await track_topics(kafka_producer(self.app), produced)
         freeze_start_up_heap()

@@ -87,16 +87,15 @@ async def provision_topics(
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         shown: dict[str, list[TopicPartition]] = {}
-        while missing := [t for t in topics if t not in shown]:
-            for topic in missing:
-                if found := consumer.partitions_for_topic(topic):
+        while True:
+            for topic in topics:
+                if topic not in shown and (found := consumer.partitions_for_topic(topic)):
                     shown[topic] = [TopicPartition(topic, p) for p in sorted(found)]
-            if len(shown) == len(topics):
-                break
+            if not (missing := [t for t in topics if t not in shown]):
+                return shown
             if loop.time() >= deadline:
                 raise TimeoutError(f"topics {missing} not in the cluster's metadata")
             await consumer._client.force_metadata_update()
             await asyncio.sleep(0.1)
-        return shown
     finally:
         await consumer.stop()
