@@ -12,8 +12,12 @@ is reviewed against the new code.
   `seek_to_committed` (Faust's `_committed_offset` also moves when a commit fails); the same
   `seek_to_committed` seeks partitions without a commit to their beginning.
 - `Producer._settings_extra` makes Faust's producer idempotent with acks=all.
-- `App` builds its transport with that consumer and producer; `kafka_producer` reaches the aiokafka
-  producer under Faust's (`_ensure_producer`) for record batches (fraud_core.outbox).
+- `Conductor._update_indices` subscribes the consumer only once the cluster's metadata shows
+  the tables' changelogs, and `PartitionAssignor._global_table_standby_assignments` assigns a
+  global table whose changelog it cannot see no standbys instead of failing the assignment.
+- `App` builds its transport with that consumer, producer and conductor, and uses that
+  assignor; `kafka_producer` reaches the aiokafka producer under Faust's (`_ensure_producer`)
+  for record batches (fraud_core.outbox).
 - `set_table_entry` writes a table's store directly (`Collection.data`; in the RocksDB store
   the partition's database, `Store._db_for_partition`, and its key index) and names its
   changelog, for changelog records produced with a batch's outputs (streaming.tables);
@@ -57,6 +61,8 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar, cast
 
 import faust
+import faust.assignor
+import faust.transport.conductor
 from aiokafka import AIOKafkaProducer
 from faust.stores import rocksdb
 from faust.tables.base import Collection
@@ -65,6 +71,7 @@ from faust.types import TP, AppT, Message, TableT, TransportT
 from mode import Service, ServiceT
 
 from streaming.delivery import BatchQueue
+from streaming.topics import wait_for_topics
 
 CHECKED_VERSION = "0.15.3"
 """The faust-streaming release this module was written against and reviewed for."""
@@ -197,9 +204,56 @@ class Producer(faust_aiokafka.Producer):
         return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
 
 
+class Conductor(faust.transport.conductor.Conductor):
+    """Faust's conductor, subscribing the consumer only once the cluster's metadata shows
+    every table's changelog.
+
+    Faust creates the changelogs just before it subscribes, and a cluster can show a topic a
+    moment after creating it. A group that forms without a global table's changelog never
+    gets its assignment (Faust's assignor fails on it, and aiokafka then waits for the
+    application to take the error, which a worker waiting for its partitions never does),
+    and one without a partitioned table's changelog would score from state it has not read.
+    """
+
+    async def _update_indices(self) -> Any:
+        index = await super()._update_indices()
+        changelogs = sorted(self.app.tables.changelog_topics)
+        bootstrap = ",".join(f"{url.host}:{url.port or 9092}" for url in self.app.conf.broker)
+
+        def waiting(missing: list[str]) -> None:
+            log.warning(
+                "waiting for the topics %s to show in the cluster's metadata before joining "
+                "the group",
+                missing,
+            )
+
+        await wait_for_topics(bootstrap, changelogs, timeout=None, waiting=waiting)
+        return index
+
+
+class PartitionAssignor(faust.assignor.PartitionAssignor):
+    """Faust's assignor, which assigns a global table no standby partitions while the
+    cluster's metadata does not show its changelog, instead of failing the assignment (Faust
+    looks the changelog's partition count up in the topics it found). The group's leader
+    watches every subscribed topic's metadata, so the group rebalances as soon as the
+    changelog shows, and the table then reads it."""
+
+    def _global_table_standby_assignments(
+        self, assignments: Any, partitions_by_topic: Mapping[str, int]
+    ) -> Any:
+        tables = self._table_manager.data.values()
+        global_changelogs = {t._changelog_topic_name() for t in tables if t.is_global}
+        if missing := sorted(global_changelogs.difference(partitions_by_topic)):
+            log.warning("assigned without the changelogs %s: not in the metadata yet", missing)
+        # A changelog of no partitions gets none.
+        counts = {**dict.fromkeys(missing, 0), **partitions_by_topic}
+        return super()._global_table_standby_assignments(assignments, counts)
+
+
 class Transport(faust_aiokafka.Transport):
     Consumer: ClassVar[type[faust_aiokafka.Consumer]] = Consumer
     Producer: ClassVar[type[faust_aiokafka.Producer]] = Producer
+    Conductor: ClassVar[type[faust.transport.conductor.Conductor]] = Conductor
 
 
 class App(faust.App):
@@ -209,7 +263,7 @@ class App(faust.App):
     """After SIGTERM/SIGINT, the longest a clean shutdown may take (the worker then exits)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, PartitionAssignor=PartitionAssignor, **kwargs)
         self.batches = BatchQueue(self)
 
     def _new_transport(self) -> TransportT:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,19 +81,35 @@ async def provision_topics(
                 await admin.create_topics([new])
     finally:
         await admin.close()
+    return await wait_for_topics(bootstrap, topics, timeout)
+
+
+async def wait_for_topics(
+    bootstrap: str,
+    topics: Sequence[str],
+    timeout: float | None = 60,
+    waiting: Callable[[list[str]], None] | None = None,
+) -> dict[str, list[TopicPartition]]:
+    """Each of `topics`' partitions, once the cluster's metadata shows every one; `waiting`
+    is called with the missing ones when the first look does not find them all. TimeoutError
+    after `timeout` seconds (None: no deadline)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = None if timeout is None else loop.time() + timeout
         shown: dict[str, list[TopicPartition]] = {}
+        looked = False
         while True:
             for topic in topics:
                 if topic not in shown and (found := consumer.partitions_for_topic(topic)):
                     shown[topic] = [TopicPartition(topic, p) for p in sorted(found)]
             if not (missing := [t for t in topics if t not in shown]):
                 return shown
-            if loop.time() >= deadline:
+            if waiting is not None and not looked:
+                waiting(missing)
+            looked = True
+            if deadline is not None and loop.time() >= deadline:
                 raise TimeoutError(f"topics {missing} not in the cluster's metadata")
             await consumer._client.force_metadata_update()
             await asyncio.sleep(0.1)

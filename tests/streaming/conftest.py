@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -71,12 +71,17 @@ class Stream:
     def provision(self, names: Sequence[str], **env: str) -> None:
         """Create the topics `names` with the app's partitions, replication and min.insync, and
         wait until the cluster's metadata shows them."""
+        self.create([self.topic(name) for name in names], **env)
+
+    def create(
+        self, topics: Sequence[str], config: Mapping[str, str] | None = None, **env: str
+    ) -> None:
+        """Create `topics` (full names) as `provision` does, with `config` besides the app's."""
         settings = StreamSettings.from_env({**self.env, **env})
-        topics = [self.topic(name) for name in names]
         asyncio.run(
             provision_topics(
                 self.bootstrap, topics, settings.partitions, settings.replication_factor,
-                settings.topic_config(),
+                {**settings.topic_config(), **(config or {})},
             )
         )  # fmt: skip
 

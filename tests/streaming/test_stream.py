@@ -9,6 +9,8 @@ import datetime as dt
 import json
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 import msgspec
@@ -292,6 +294,50 @@ def test_a_source_topic_provisioned_after_the_group_formed_is_read_from_its_star
     wait_for_labels(worker, send(stream, "labels", label_records(history)))
     assert "Ignoring missing topic" in worker.log_path.read_text()  # it joined without it
     _, merchants = end_states(history)
+    assert final_merchant_states(stream) == merchants
+
+
+@pytest.mark.parametrize("waits", [True, False], ids=["waits-for-it", "joins-without-it"])
+def test_a_changelog_the_cluster_shows_late_neither_stalls_the_group_nor_changes_a_score(
+    stream: Stream, history: pa.Table, trained, waits: bool
+) -> None:  # type: ignore[no-untyped-def]
+    """The merchant table's changelog, which the worker creates, is not yet in the cluster's
+    metadata when the worker would join its group (as on a cluster that shows a new topic
+    late). Faust alone fails the assignment of a global table whose changelog it cannot see,
+    and the group never forms. The worker waits for its changelogs before it joins; and a
+    group that formed without one anyway (one broker showed it, the leader's did not) gives
+    the table its partitions in the next generation. Either way it scores as the
+    reference."""
+    changelog = StreamSettings.from_env(stream.env).changelog(MERCHANT_TABLE)
+    seen = "waiting for the topics" if waits else "Ignoring missing topic"
+
+    def create_once_the_worker_misses_it() -> None:
+        def missed() -> bool:
+            return any(seen in p.read_text() for p in stream.folder.glob("worker-*.log"))
+
+        wait_until(missed, f"'{seen}' in the worker's log", 60)
+        time.sleep(1)
+        stream.create([changelog], {"cleanup.policy": "compact"})
+
+    late = threading.Thread(target=create_once_the_worker_misses_it)
+    late.start()
+    try:
+        worker = stream.worker(
+            PYTHONPATH=os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")])),
+            FRAUD_TEST_UNDECLARED_TOPICS=changelog,
+            FRAUD_TEST_JOIN_WITHOUT_CHANGELOGS="0" if waits else "1",
+        )
+    finally:
+        late.join()
+    table = history.slice(0, 3_000)
+    wait_for_labels(worker, send(stream, "labels", label_records(table)))
+    n = send(stream, "transactions", transaction_records(table))
+    scores = scores_by_id(read(stream, stream.topic("scores"), until=n))
+    expected = reference_scores(table, Scorer(trained.bundle))
+    assert {tid: s[0].score for tid, s in scores.items()} == pytest.approx(expected, abs=1e-6)
+    log = worker.log_path.read_text()
+    assert ("Ignoring missing topic" in log) is not waits
+    _, merchants = end_states(table)
     assert final_merchant_states(stream) == merchants
 
 
