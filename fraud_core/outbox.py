@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 Headers = list[tuple[str, bytes]]
+_NO_HEADERS: Headers = []
+"""Shared by the records queued without headers (never changed)."""
 RECORD_BATCH_BYTES = 512 * 1024
 """The producers' record-batch size (aiokafka's default, 16 KiB, meant a produce request per
 ~25 decision records); below the broker's 1 MiB message limit."""
@@ -108,6 +110,11 @@ class Outbox:
     ) -> None:
         """Queue one record; `partition` None means the key's partition."""
         self._topics[topic].append((key, value, partition, list(headers)))
+
+    def add_keyed(self, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
+        """Queue (key, value) records, each to its key's partition, without headers: `add`
+        without its per-record arguments (a batch's decision records)."""
+        self._topics[topic].extend((key, value, None, _NO_HEADERS) for key, value in records)
 
     async def flush(self, producer: AIOKafkaProducer) -> list[asyncio.Future[Any]]:
         """Submit every queued record to `producer`; returns one future per record batch,

@@ -19,6 +19,7 @@ MAX_AMOUNT = 1_000_000.0
 """Largest amount accepted in one transaction; anything above is treated as corrupt input."""
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
 MICROS_PER_SECOND = 1_000_000
 
 Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -100,7 +101,7 @@ class SchemaError(ValueError):
 
 def to_micros(ts: dt.datetime) -> int:
     """Microseconds since the epoch, exactly (no float rounding)."""
-    return (ts - EPOCH) // dt.timedelta(microseconds=1)
+    return (ts - EPOCH) // _MICROSECOND  # a constant: building the timedelta cost 2/3 of it
 
 
 def from_micros(us: int) -> dt.datetime:

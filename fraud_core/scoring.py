@@ -10,7 +10,15 @@ import numpy as np
 
 from fraud_core.features import DataContract, feature_matrix
 from fraud_core.inference import Scorer
-from fraud_core.rollout import CHAMPION, SHADOW, DecisionRecord, bucket, decision_records
+from fraud_core.rollout import (
+    CANARY,
+    CHAMPION,
+    SHADOW,
+    DecisionRecord,
+    below_share,
+    canary_cards,
+    decision_records,
+)
 from fraud_core.schema import Transaction
 from fraud_core.state import (
     CardEvent,
@@ -176,10 +184,15 @@ def score_by_role(
     if served.canary is None:
         return [score_as(CHAMPION, served.champion, list(range(len(transactions))),
                          transactions, stateful)]  # fmt: skip
-    groups: dict[str, tuple[Scorer, list[int]]] = {}
-    for i, t in enumerate(transactions):
-        role, scorer = served.for_card(t.card_id)
-        groups.setdefault(role, (scorer, []))[1].append(i)
+    canary = canary_cards([t.card_id for t in transactions], served.canary_share)
+    groups = {
+        role: (scorer, rows)
+        for role, scorer, rows in (
+            (CHAMPION, served.champion, [i for i, c in enumerate(canary) if not c]),
+            (CANARY, served.canary, [i for i, c in enumerate(canary) if c]),
+        )
+        if rows
+    }
     if len(groups) == 1 or not served.canary_shares_contract:
         return [
             score_as(role, scorer, rows, transactions, stateful)
@@ -232,7 +245,7 @@ def sampled(transactions: Sequence[Transaction], share: float) -> list[int]:
     (the same transactions on every path and retry)."""
     if share >= 1.0:
         return list(range(len(transactions)))
-    return [i for i, t in enumerate(transactions) if bucket(t.transaction_id) < share]
+    return below_share([t.transaction_id for t in transactions], share)
 
 
 def score_as(

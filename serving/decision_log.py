@@ -145,8 +145,9 @@ class DecisionLog:
         batch = [self.queue.popleft() for _ in range(min(SEND_BATCH, len(self.queue)))]
         self.in_flight, self._sent_at = len(batch), time.monotonic()
         outbox = Outbox()
-        for _, record in batch:
-            outbox.add(self.topic, record.transaction_id.encode(), encode_decision(record))
+        outbox.add_keyed(
+            self.topic, ((r.transaction_id.encode(), encode_decision(r)) for _, r in batch)
+        )
         try:
             async with asyncio.timeout(self.delivery_timeout_ms / 1000):
                 sent = await outbox.flush_counted(self._producer)

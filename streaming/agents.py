@@ -215,8 +215,10 @@ class StreamWork:
                 alert = Alert(transaction=transaction, score=score)
                 outbox.add(self._alerts, key, _json.encode(alert))
                 metrics.alerts.inc()
-        for record in batch.decisions:
-            outbox.add(self._decisions, record.transaction_id.encode(), encode_decision(record))
+        outbox.add_keyed(
+            self._decisions,
+            ((r.transaction_id.encode(), encode_decision(r)) for r in batch.decisions),
+        )
         for card_id, (partition, entry) in batch.cards.items():
             write_entry(outbox, self.tables.card_to_state, partition, card_id, encode_entry(entry))
         return outbox

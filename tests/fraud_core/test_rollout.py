@@ -17,7 +17,9 @@ from fraud_core.rollout import (
     CHAMPION,
     SHADOW,
     RolloutPlan,
+    below_share,
     bucket,
+    canary_cards,
     decision_id,
     decode_decision,
     encode_decision,
@@ -42,6 +44,16 @@ def test_a_card_keeps_its_role_and_the_share_is_what_was_asked() -> None:
     assert not any(in_canary(c, 0.0) for c in cards)
     # A fixed value (BLAKE2b-64 of the id), so every process agrees: not a salted hash.
     assert bucket("card-1") == 0.9712426106436826
+
+
+def test_a_batch_picks_the_cards_and_samples_the_keys_one_at_a_time_would() -> None:
+    """The batch forms (a stream batch's canary cards, its shadow sample) pick what a bucket
+    per key picks: the same transactions on every path and in every batch size."""
+    keys = [f"t-{i}" for i in range(20_000)]
+    for share in (0.0, 1e-4, 0.05, 0.1, 0.5, 0.999999, 1.0):
+        assert canary_cards(keys, share) == [in_canary(k, share) for k in keys]
+        assert below_share(keys, share) == [i for i, k in enumerate(keys) if bucket(k) < share]
+    assert 0.09 < len(below_share(keys, 0.1)) / len(keys) < 0.11
 
 
 def test_decision_ids_are_deterministic_and_distinguish_model_and_role() -> None:
