@@ -19,7 +19,7 @@ import functools
 import hashlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import msgspec
 import numpy as np
@@ -178,3 +178,8 @@ def encode_decision(record: DecisionRecord) -> bytes:
 
 def decode_decision(data: bytes) -> DecisionRecord:
     return _decoder.decode(data)
+
+
+def decision_messages(records: Iterable[DecisionRecord]) -> Iterator[tuple[bytes, bytes]]:
+    """Each record as the decisions topic holds it: (transaction id, JSON record)."""
+    return ((r.transaction_id.encode(), _encoder.encode(r)) for r in records)

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from fraud_core.outbox import RECORD_BATCH_BYTES, Outbox
-from fraud_core.rollout import DecisionRecord, encode_decision
+from fraud_core.rollout import DecisionRecord, decision_messages
 
 log = logging.getLogger(__name__)
 SEND_BATCH = 1000
@@ -145,9 +145,7 @@ class DecisionLog:
         batch = [self.queue.popleft() for _ in range(min(SEND_BATCH, len(self.queue)))]
         self.in_flight, self._sent_at = len(batch), time.monotonic()
         outbox = Outbox()
-        outbox.add_keyed(
-            self.topic, ((r.transaction_id.encode(), encode_decision(r)) for _, r in batch)
-        )
+        outbox.add_keyed(self.topic, decision_messages(r for _, r in batch))
         try:
             async with asyncio.timeout(self.delivery_timeout_ms / 1000):
                 sent = await outbox.flush_counted(self._producer)

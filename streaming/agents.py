@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from fraud_core.model_store import ModelHolder, Served
 from fraud_core.online_store import REDIS_FAULTS, connect_async, queue_states
 from fraud_core.outbox import Outbox, track_topics
-from fraud_core.rollout import SHADOW, encode_decision
+from fraud_core.rollout import SHADOW, decision_messages
 from fraud_core.runtime import freeze_start_up_heap
 from fraud_core.state import CardState, MerchantState
 from streaming import metrics
@@ -215,10 +215,7 @@ class StreamWork:
                 alert = Alert(transaction=transaction, score=score)
                 outbox.add(self._alerts, key, _json.encode(alert))
                 metrics.alerts.inc()
-        outbox.add_keyed(
-            self._decisions,
-            ((r.transaction_id.encode(), encode_decision(r)) for r in batch.decisions),
-        )
+        outbox.add_keyed(self._decisions, decision_messages(batch.decisions))
         for card_id, (partition, entry) in batch.cards.items():
             write_entry(outbox, self.tables.card_to_state, partition, card_id, encode_entry(entry))
         return outbox

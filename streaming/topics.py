@@ -99,16 +99,15 @@ async def wait_for_topics(
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         shown: dict[str, list[TopicPartition]] = {}
-        looked = False
         while True:
             for topic in topics:
                 if topic not in shown and (found := consumer.partitions_for_topic(topic)):
                     shown[topic] = [TopicPartition(topic, p) for p in sorted(found)]
             if not (missing := [t for t in topics if t not in shown]):
                 return shown
-            if waiting is not None and not looked:
+            if waiting is not None:
                 waiting(missing)
-            looked = True
+                waiting = None  # told once
             if deadline is not None and loop.time() >= deadline:
                 raise TimeoutError(f"topics {missing} not in the cluster's metadata")
             await consumer._client.force_metadata_update()

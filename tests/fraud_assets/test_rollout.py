@@ -33,7 +33,7 @@ from fraud_core.rollout import (
     DecisionRecord,
     RolloutPlan,
     decision_id,
-    encode_decision,
+    decision_messages,
     in_canary,
 )
 from fraud_devtools.stream_workers import produce
@@ -232,13 +232,12 @@ def test_the_decision_log_asset_reads_a_days_decisions_from_the_topic_once(
     )
     # A retry logs a decision twice; REST and stream log one transaction each.
     sent = pa.concat_tables([day, day.slice(0, 5), rest, before])
-    records = [
-        (r.transaction_id.encode(), encode_decision(r))
-        for r in (
+    records = list(
+        decision_messages(
             DecisionRecord(**{**row, "features": np.asarray(row["features"], "<f4").tobytes()})
             for row in sent.to_pylist()
         )
-    ]
+    )
     asyncio.run(produce(kafka, topic, records))
     res = resources(tmp_path, with_canary.root, decision_log_bootstrap=kafka,
                     decision_log_topic=topic)  # fmt: skip
