@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from fraud_core.features import FEATURE_VERSION
-from fraud_core.online_store import REDIS_FAULTS, is_cluster, read_many
+from fraud_core.online_store import REDIS_FAULTS, is_cluster
 from fraud_core.rollout import CHAMPION
 from fraud_core.schema import Transaction
 from fraud_core.scoring import Score
+from serving.services.reads import Reads
 from serving.telemetry import Throttled
 
 if TYPE_CHECKING:
@@ -94,11 +95,14 @@ class ScoreCache:
         l1_size: int,
         ttl_seconds: float,
         redis: AsyncClient | None = None,
-        redis_timeout: float | None = None,
+        reads: Reads | None = None,
     ) -> None:
-        """`redis_timeout`: seconds an L2 read may take in all before it counts as a miss."""
+        """`redis` for L2 writes, `reads` for its reads (with the time a read may take in all
+        before it counts as a miss); L2 needs both."""
         self.l1 = LocalScores(l1_size, ttl_seconds)
-        self.redis, self.redis_timeout = redis, redis_timeout
+        l2 = redis is not None and reads is not None
+        self.redis: AsyncClient | None = redis if l2 else None
+        self.reads: Reads | None = reads if l2 else None
         self.ttl = ttl_seconds
         self.hits = {"l1": 0, "l2": 0}
         self.misses = 0
@@ -125,10 +129,10 @@ class ScoreCache:
         found: list[Score | None] = [self.l1.get(k) for k in keys]
         self.hits["l1"] += sum(f is not None for f in found)
         missing = [i for i, f in enumerate(found) if f is None]
-        if missing and self.redis is not None:
+        if missing and self.reads is not None:
             try:
-                # decode_responses is off: raw MessagePack bytes (or None).
-                values = await read_many(self.redis, [keys[i] for i in missing], self.redis_timeout)
+                # Raw MessagePack bytes (or None).
+                values = await self.reads([keys[i] for i in missing])
             except REDIS_FAULTS as exc:
                 self.bypasses += 1
                 self._unavailable.warning("score cache L2 unavailable: %r", exc)

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import msgspec
 
-from fraud_core.online_store import REDIS_FAULTS, card_key, merchant_key, read_many
+from fraud_core.online_store import REDIS_FAULTS, card_key, merchant_key
 from fraud_core.state import CardState, MerchantState, decode_card_state, decode_merchant_state
+from serving.services.reads import Reads
 from serving.telemetry import Throttled
-
-if TYPE_CHECKING:
-    from fraud_core.online_store import AsyncClient
 
 log = logging.getLogger(__name__)
 
@@ -49,34 +47,42 @@ class NoOnlineState:
 
 
 class RedisOnlineState:
-    """Card and merchant states from Redis, all of a request's keys in one round trip (one
-    MGET; on a cluster, one MGET per slot pipelined to each node).
+    """Card and merchant states from Redis, all of a batch's keys in one round trip (one
+    MGET; on a cluster, one MGET per slot pipelined to each node). A key several transactions
+    share (a busy merchant, a card paying twice) is read and decoded once.
 
     When Redis is down or slower than the timeout, requests are still answered, with
     contract defaults for the state and `degraded` set; the client reconnects by itself on
     a later request. Errors are counted for the metrics.
     """
 
-    def __init__(self, client: AsyncClient, timeout: float | None = None) -> None:
-        """`timeout`: seconds a read may take in all before defaults stand in."""
-        self.client, self.timeout = client, timeout
+    def __init__(self, reads: Reads) -> None:
+        """`reads`: the Redis reads, with the time they may take in all before defaults
+        stand in."""
+        self.reads = reads
         self.errors = 0
         self._unavailable = Throttled(log)
 
     async def fetch(self, card_ids: Sequence[str], merchant_ids: Sequence[str]) -> States:
-        keys = [card_key(c) for c in card_ids] + [merchant_key(m) for m in merchant_ids]
+        cards = dict.fromkeys(card_ids)
+        merchants = dict.fromkeys(merchant_ids)
+        keys = [card_key(c) for c in cards] + [merchant_key(m) for m in merchants]
         try:
-            # decode_responses is off, so values are raw MessagePack bytes (or None).
-            values = await read_many(self.client, keys, self.timeout)
+            # Raw MessagePack bytes (or None).
+            values = await self.reads(keys)
         except REDIS_FAULTS as exc:
             self.errors += 1
             self._unavailable.warning("online state unavailable, scoring with defaults: %r", exc)
             return _fresh(card_ids, merchant_ids, degraded=True)
-        n = len(card_ids)
+        n = len(cards)
         try:
+            # States are only read here (features never change them), so transactions of one
+            # card or merchant share one decoded state.
+            cards.update(zip(cards, map(decode_card_state, values[:n]), strict=True))
+            merchants.update(zip(merchants, map(decode_merchant_state, values[n:]), strict=True))
             return States(
-                [decode_card_state(v) for v in values[:n]],
-                [decode_merchant_state(v) for v in values[n:]],
+                [cards[c] for c in card_ids],  # type: ignore[misc]
+                [merchants[m] for m in merchant_ids],  # type: ignore[misc]
             )
         except msgspec.DecodeError as exc:
             self.errors += 1
