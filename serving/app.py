@@ -22,11 +22,12 @@ from serving.auth import Access, parse_api_keys
 from serving.batching import RowScorer
 from serving.cache import ScoreCache
 from serving.controllers.health import HealthController
-from serving.controllers.inference import InferenceController
-from serving.controllers.score import ScoreController
+from serving.controllers.inference import INFER_LANE, InferenceController
+from serving.controllers.score import SCORE_LANE, ScoreController
 from serving.decision_log import DecisionLog
 from serving.deps import Services, provide_services
 from serving.errors import ApiError, api_error_handler, http_error_handler, internal_error_handler
+from serving.lane import WithFastLanes
 from serving.metrics import ServingMetrics, metrics_endpoint, metrics_middleware
 from serving.openapi import document_settings
 from serving.services.reads import Reads
@@ -130,7 +131,7 @@ def create_app(
             if redis is not None:
                 await redis.aclose()
 
-    app = Litestar(
+    app = WithFastLanes(
         route_handlers=[ScoreController, HealthController, InferenceController, metrics_endpoint],
         middleware=[metrics_middleware],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
@@ -143,6 +144,7 @@ def create_app(
         request_max_body_size=config.max_body_bytes,
         openapi_config=OpenAPIConfig(title="fraudscale", version="0.1.0", path="/docs"),
     )
+    app.fast_lanes = (SCORE_LANE, INFER_LANE)
     document_settings(
         app.openapi_schema,
         max_batch_transactions=config.max_batch_transactions,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any, Literal, get_args
 
 import msgspec
@@ -17,7 +18,7 @@ from fraud_core.inference import Scorer
 from serving.auth import require
 from serving.deps import Services, services_of
 from serving.errors import ApiError, decode_body
-from serving.lane import fast_lane, header, require_media_type
+from serving.lane import FastLane, header, require_media_type
 from serving.openapi import error_responses, with_body
 from serving.services.scoring import served_models
 
@@ -127,6 +128,11 @@ async def answer_infer(scope: Scope, body: bytes) -> dict[str, Any]:
     return response
 
 
+INFER_LANE = FastLane(
+    re.compile("/v2/models/(?P<model_name>[^/]+)/infer"), "infer", "infer", answer_infer
+)
+
+
 class InferenceController(Controller):
     path = "/v2"
     before_request = require("infer")  # type: ignore[assignment]  # a function, not a method
@@ -171,7 +177,7 @@ class InferenceController(Controller):
 
     @post(
         "/models/{model_name:str}/infer", operation_id="infer", name="infer", status_code=200,
-        middleware=[fast_lane("infer", answer_infer)], operation_class=with_body(InferRequest),
+        operation_class=with_body(InferRequest),
         responses=error_responses(400, 401, 403, 404, 413, 415, 422, 429, 503, protocol=True),
     )  # fmt: skip
     async def infer(self, request: Request) -> dict[str, Any]:

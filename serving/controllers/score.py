@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import msgspec
@@ -14,7 +15,7 @@ from fraud_core.scoring import Score
 from serving.auth import require
 from serving.deps import Services, services_of
 from serving.errors import ApiError, decode_body
-from serving.lane import fast_lane, require_media_type
+from serving.lane import FastLane, require_media_type
 from serving.openapi import error_responses, with_body
 
 
@@ -37,6 +38,9 @@ async def answer_score(scope: Scope, body: bytes) -> Score:
     return (await services.scoring.score([decode_body(body, Transaction)]))[0]
 
 
+SCORE_LANE = FastLane(re.compile("/v1/score"), "score", "score", answer_score)
+
+
 class ScoreController(Controller):
     path = "/v1/score"
     before_request = require("score")  # type: ignore[assignment]  # a function, not a method
@@ -44,8 +48,7 @@ class ScoreController(Controller):
 
     @post(
         "/", operation_id="score", name="score", status_code=200,
-        middleware=[fast_lane("score", answer_score)], operation_class=with_body(Transaction),
-        responses=ERRORS,
+        operation_class=with_body(Transaction), responses=ERRORS,
     )  # fmt: skip
     async def score(self, request: Request) -> Score:
         """Score one transaction: probability, decision, model version and top reasons."""
