@@ -30,7 +30,7 @@ from serving.errors import ApiError, api_error_handler, http_error_handler, inte
 from serving.lane import WithFastLanes
 from serving.metrics import ServingMetrics, metrics_endpoint, metrics_middleware
 from serving.openapi import document_settings
-from serving.services.reads import Reads
+from serving.services.redis_lane import RedisLane
 from serving.services.scoring import ScoringPipeline
 from serving.services.state import NoOnlineState, OnlineState, RedisOnlineState
 from serving.settings import ServingSettings
@@ -57,13 +57,12 @@ def create_app(
         await asyncio.to_thread(warm_up)
         timeout = config.redis_timeout_ms / 1000
         redis = connect_async(config.redis_url, timeout=timeout) if config.redis_url else None
-        reads = Reads(redis, timeout) if redis is not None else None
-        state = online_state or (RedisOnlineState(reads) if reads is not None else NoOnlineState())
+        lane = RedisLane(redis, timeout) if redis is not None else None
+        state = online_state or (RedisOnlineState(lane) if lane is not None else NoOnlineState())
         cache = None
         if config.cache_enabled:
             cache = ScoreCache(
-                l1_size=config.l1_cache_size, ttl_seconds=config.cache_ttl_seconds, redis=redis,
-                reads=reads,
+                l1_size=config.l1_cache_size, ttl_seconds=config.cache_ttl_seconds, redis=lane,
             )  # fmt: skip
         tracer = make_tracer(config.otlp_endpoint, tracer_provider)
         metrics = ServingMetrics()
@@ -126,8 +125,8 @@ def create_app(
                 await decisions.close()
             if cache is not None:
                 await cache.drain()
-            if reads is not None:
-                await reads.aclose()
+            if lane is not None:
+                await lane.aclose()
             if redis is not None:
                 await redis.aclose()
 

@@ -14,33 +14,20 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import msgspec
 
 from fraud_core.features import FEATURE_VERSION
-from fraud_core.online_store import REDIS_FAULTS, is_cluster
+from fraud_core.online_store import REDIS_FAULTS
 from fraud_core.rollout import CHAMPION
 from fraud_core.schema import Transaction
 from fraud_core.scoring import Score
-from serving.services.reads import Reads
+from serving.services.redis_lane import RedisLane
 from serving.telemetry import Throttled
-
-if TYPE_CHECKING:
-    from fraud_core.online_store import AsyncClient
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "fraudscale:score:v2:"
 WRITE_DELAY = 0.01
-# SET with an expiry for many keys in one command: redis-py's cost is per command, so one
-# command for a batch's scores instead of one per score. ARGV: values..., ttl_ms. A cluster
-# refuses a script whose keys span slots: there the writes are a pipeline of SETs, which the
-# cluster client sends to each node in one round trip.
-_SET_MANY = """
-local ttl = ARGV[#ARGV]
-for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i], 'PX', ttl) end
-return #KEYS
-"""
 
 _encoder = msgspec.json.Encoder()
 _pack = msgspec.msgpack.Encoder()
@@ -94,26 +81,18 @@ class ScoreCache:
         *,
         l1_size: int,
         ttl_seconds: float,
-        redis: AsyncClient | None = None,
-        reads: Reads | None = None,
+        redis: RedisLane | None = None,
     ) -> None:
-        """`redis` for L2 writes, `reads` for its reads (with the time a read may take in all
-        before it counts as a miss); L2 needs both."""
+        """`redis`: L2's Redis (with the time a call may take in all: a slower read counts as
+        a miss, a slower write is skipped); None for L1 alone."""
         self.l1 = LocalScores(l1_size, ttl_seconds)
-        l2 = redis is not None and reads is not None
-        self.redis: AsyncClient | None = redis if l2 else None
-        self.reads: Reads | None = reads if l2 else None
+        self.redis = redis
         self.ttl = ttl_seconds
         self.hits = {"l1": 0, "l2": 0}
         self.misses = 0
         self.bypasses = 0
         """L2 reads or writes skipped because Redis failed."""
         self._unwritten: list[tuple[str, Score]] = []
-        self._set_many = (
-            redis.register_script(_SET_MANY)
-            if redis is not None and not is_cluster(redis)
-            else None
-        )
         self._writer: asyncio.Task[None] | None = None
         self._unavailable = Throttled(log)
 
@@ -129,10 +108,10 @@ class ScoreCache:
         found: list[Score | None] = [self.l1.get(k) for k in keys]
         self.hits["l1"] += sum(f is not None for f in found)
         missing = [i for i, f in enumerate(found) if f is None]
-        if missing and self.reads is not None:
+        if missing and self.redis is not None:
             try:
                 # Raw MessagePack bytes (or None).
-                values = await self.reads([keys[i] for i in missing])
+                values = await self.redis.read([keys[i] for i in missing])
             except REDIS_FAULTS as exc:
                 self.bypasses += 1
                 self._unavailable.warning("score cache L2 unavailable: %r", exc)
@@ -149,7 +128,7 @@ class ScoreCache:
     def put_many(self, keys: Sequence[str], scores: Sequence[Score]) -> None:
         """Fill L1 now and L2 in the background: a request never waits on a cache write.
 
-        L2 writes wait up to `WRITE_DELAY` seconds so that many batches share one command."""
+        L2 writes wait up to `WRITE_DELAY` seconds so that many batches share one round trip."""
         for key, score in zip(keys, scores, strict=True):
             self.l1.put(key, score)
         if self.redis is not None:
@@ -166,18 +145,10 @@ class ScoreCache:
         items, self._unwritten = self._unwritten, []
         if not items:
             return
-        ttl_ms = int(self.ttl * 1000)
         try:
-            if self._set_many is None:  # a cluster
-                pipe = self.redis.pipeline(transaction=False)
-                for key, score in items:
-                    pipe.set(key, _pack.encode(score), px=ttl_ms)
-                await pipe.execute()
-            else:
-                await self._set_many(
-                    keys=[key for key, _ in items],
-                    args=[*(_pack.encode(score) for _, score in items), ttl_ms],
-                )
+            await self.redis.set_many(
+                [(key, _pack.encode(score)) for key, score in items], int(self.ttl * 1000)
+            )
         except REDIS_FAULTS as exc:
             self.bypasses += 1
             self._unavailable.warning("score cache L2 write skipped: %r", exc)

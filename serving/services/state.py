@@ -10,7 +10,7 @@ import msgspec
 
 from fraud_core.online_store import REDIS_FAULTS, card_key, merchant_key
 from fraud_core.state import CardState, MerchantState, decode_card_state, decode_merchant_state
-from serving.services.reads import Reads
+from serving.services.redis_lane import RedisLane
 from serving.telemetry import Throttled
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,9 @@ class RedisOnlineState:
     a later request. Errors are counted for the metrics.
     """
 
-    def __init__(self, reads: Reads) -> None:
-        """`reads`: the Redis reads, with the time they may take in all before defaults
-        stand in."""
-        self.reads = reads
+    def __init__(self, redis: RedisLane) -> None:
+        """`redis`: with the time a read may take in all before defaults stand in."""
+        self.redis = redis
         self.errors = 0
         self._unavailable = Throttled(log)
 
@@ -69,7 +68,7 @@ class RedisOnlineState:
         keys = [card_key(c) for c in cards] + [merchant_key(m) for m in merchants]
         try:
             # Raw MessagePack bytes (or None).
-            values = await self.reads(keys)
+            values = await self.redis.read(keys)
         except REDIS_FAULTS as exc:
             self.errors += 1
             self._unavailable.warning("online state unavailable, scoring with defaults: %r", exc)

@@ -1,19 +1,20 @@
-"""The REST service's Redis reads (score cache L2, card and merchant states): MGETs pipelined
-on one connection, packed and parsed by hiredis.
+"""The REST service's hot Redis calls (score cache L2 reads and writes, card and merchant
+state reads): commands pipelined on one connection, packed and parsed by hiredis.
 
 redis-py's asyncio client spends about 100 µs of CPU on one MGET (command packing in Python,
 a pooled connection taken and given back, retry, timeout and observability layers); on this
-connection an MGET costs about 20 µs, and concurrent batches' reads share it without waiting
-for each other's replies (docs/benchmarks.md has the figures). Writes stay on redis-py.
+connection an MGET costs about 20 µs, and concurrent batches' calls share it without waiting
+for each other's replies (docs/benchmarks.md has the figures).
 
-It reads from the server the redis-py client talks to: the same host, port, credentials and
+It talks to the server the redis-py client talks to: the same host, port, credentials and
 database, or for a Sentinel client the primary the Sentinels name when it connects (after a
-failover the broken connection fails the reads in flight and the next read connects to the
-new primary). A Redis Cluster, TLS or a Unix socket keep redis-py's reads (`Reads.redis_py`).
+failover the broken connection fails the calls in flight and the next call connects to the
+new primary). A Redis Cluster, TLS or a Unix socket keep redis-py (`redis_py_only`).
 
-Faults raise (ConnectionError, TimeoutError, ResponseError), and callers answer with defaults
-as before. A read that times out closes the connection: a reply that late means the server
-or the network is stuck, and later reads must not queue behind it. The next read reconnects.
+Faults raise (ConnectionError, TimeoutError, RedisReplyError), and callers answer with
+defaults or skip the write as before. A call that times out closes the connection (failing
+the others in flight on it): a reply that late means the server or the network is stuck, and
+later calls must not queue behind it. The next call reconnects.
 """
 
 from __future__ import annotations
@@ -38,12 +39,26 @@ class RedisReplyError(Exception):
     """Redis answered a command with an error."""
 
 
+Command = Sequence[str | bytes | int]
+
+
+class _Waiter:
+    """A call's future and how many replies it still waits for (a call may send several
+    commands at once); its result is the last reply, or the first error."""
+
+    __slots__ = ("error", "future", "left")
+
+    def __init__(self, future: asyncio.Future[Any], commands: int) -> None:
+        self.future, self.left = future, commands
+        self.error: hiredis.ReplyError | None = None
+
+
 class _Replies(asyncio.Protocol):
     """Commands' replies, in the order the commands were written (RESP is ordered)."""
 
     def __init__(self) -> None:
         self.reader = hiredis.Reader()
-        self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.waiting: collections.deque[_Waiter] = collections.deque()
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -53,11 +68,18 @@ class _Replies(asyncio.Protocol):
         self.reader.feed(data)
         try:
             while (reply := self.reader.gets()) is not False:
-                future = self.waiting.popleft()
+                waiter = self.waiting[0]
+                if isinstance(reply, hiredis.ReplyError) and waiter.error is None:
+                    waiter.error = reply
+                waiter.left -= 1
+                if waiter.left:
+                    continue
+                self.waiting.popleft()
+                future = waiter.future
                 if future.done():
-                    continue  # its reader timed out and went away
-                if isinstance(reply, hiredis.ReplyError):
-                    future.set_exception(RedisReplyError(str(reply)))
+                    continue  # its caller timed out and went away
+                if waiter.error is not None:
+                    future.set_exception(RedisReplyError(str(waiter.error)))
                 else:
                     future.set_result(reply)
         except (hiredis.ProtocolError, IndexError) as exc:  # garbage, or a reply nobody asked for
@@ -67,18 +89,18 @@ class _Replies(asyncio.Protocol):
         self.fail(ConnectionError(f"connection to Redis lost: {exc!r}" if exc else "closed"))
 
     def fail(self, error: Exception) -> None:
-        """Close the connection; every read waiting on it raises `error`."""
+        """Close the connection; every call waiting on it raises `error`."""
         transport, self.transport = self.transport, None
         waiting, self.waiting = self.waiting, collections.deque()
-        for future in waiting:
-            if not future.done():
-                future.set_exception(error)
+        for waiter in waiting:
+            if not waiter.future.done():
+                waiter.future.set_exception(error)
         if transport is not None:
             transport.abort()
 
 
-class PipelinedReads:
-    """MGETs of one Redis server (or a Sentinel's primary) on one pipelined connection."""
+class Pipelined:
+    """Commands to one Redis server (or a Sentinel's primary) on one pipelined connection."""
 
     def __init__(self, client: AsyncClient) -> None:
         pool = client.connection_pool  # type: ignore[union-attr]
@@ -108,7 +130,7 @@ class PipelinedReads:
             _, replies = await loop.create_connection(_Replies, host, port)
             try:
                 for command in self._handshake:
-                    await self._call(replies, command)
+                    await self._call(replies, [command])
             except BaseException as exc:
                 replies.fail(ConnectionError(f"Redis refused the connection's set-up: {exc}"))
                 raise
@@ -130,22 +152,23 @@ class PipelinedReads:
         return replies
 
     @staticmethod
-    async def _call(replies: _Replies, command: Sequence[str]) -> Any:
+    async def _call(replies: _Replies, commands: Sequence[Command]) -> Any:
         transport = replies.transport
         if transport is None:
             raise ConnectionError("connection to Redis closed")
         future = asyncio.get_running_loop().create_future()
-        replies.waiting.append(future)
-        transport.write(_pack(tuple(command)))
+        replies.waiting.append(_Waiter(future, len(commands)))
+        transport.write(b"".join([_pack(tuple(command)) for command in commands]))
         try:
             return await future
         except asyncio.CancelledError:  # timed out: the connection is stuck, start afresh
-            replies.fail(ConnectionError("a Redis read timed out"))
+            replies.fail(ConnectionError("a Redis call timed out"))
             raise
 
-    async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
-        replies = await self._connection()
-        return cast(list[bytes | None], await self._call(replies, ("MGET", *keys)))
+    async def call(self, commands: Sequence[Command]) -> Any:
+        """Send `commands` at once; the last one's reply, or RedisReplyError for the first
+        that failed."""
+        return await self._call(await self._connection(), commands)
 
     async def aclose(self) -> None:
         if self._connected is not None:
@@ -153,19 +176,34 @@ class PipelinedReads:
             await asyncio.sleep(0)  # the transport closes its socket in the loop's next turn
 
 
-class Reads:
-    """Many keys' values in one round trip, with a total timeout: pipelined MGETs where the
-    client talks to one server (or a Sentinel's primary), redis-py's `read_many` otherwise."""
+class RedisLane:
+    """The REST service's Redis calls, each within `timeout` seconds in all: pipelined on one
+    connection where the client talks to one server (or a Sentinel's primary), through
+    redis-py otherwise."""
 
     def __init__(self, client: AsyncClient, timeout: float | None) -> None:
         self.client, self.timeout = client, timeout
-        self.pipelined = None if redis_py_only(client) else PipelinedReads(client)
+        self.pipelined = None if redis_py_only(client) else Pipelined(client)
 
-    async def __call__(self, keys: Sequence[str]) -> list[bytes | None]:
+    async def read(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of `keys`, in order (None where missing), in one round trip."""
         if self.pipelined is None:
             return await read_many(self.client, keys, self.timeout)
         async with asyncio.timeout(self.timeout):
-            return await self.pipelined.mget(keys)
+            return cast(list[bytes | None], await self.pipelined.call([("MGET", *keys)]))
+
+    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl_ms: int) -> None:
+        """SET each (key, value) with a time to live, in one round trip (on a cluster, one
+        pipeline per node)."""
+        if self.pipelined is None:
+            pipe = self.client.pipeline(transaction=False)
+            for key, value in items:
+                pipe.set(key, value, px=ttl_ms)
+            async with asyncio.timeout(self.timeout):
+                await pipe.execute()
+            return
+        async with asyncio.timeout(self.timeout):
+            await self.pipelined.call([("SET", key, value, "PX", ttl_ms) for key, value in items])
 
     async def aclose(self) -> None:
         if self.pipelined is not None:
@@ -173,7 +211,7 @@ class Reads:
 
 
 def redis_py_only(client: AsyncClient) -> bool:
-    """A cluster, TLS or a Unix socket: reads stay on redis-py."""
+    """A cluster, TLS or a Unix socket: calls stay on redis-py."""
     if is_cluster(client):
         return True
     from redis.asyncio.connection import Connection
