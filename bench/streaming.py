@@ -40,6 +40,7 @@ import multiprocessing
 import os
 import shutil
 import statistics
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -301,6 +302,11 @@ def main() -> None:
     # `--seconds` measured.
     warm_up = int(args.rate * args.warm_up)
     latency_records = records[: warm_up + int(args.rate * args.seconds)]
+    if len(latency_records) <= warm_up:
+        sys.exit(
+            f"--rows {args.rows} gives {len(records):,} transactions: the latency run needs more "
+            f"than --warm-up x --rate ({warm_up:,}); raise --rows or lower --warm-up"
+        )
 
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     broker = None if external else LocalKafka(work / "run" / "kafka")
