@@ -140,8 +140,10 @@ class Pipelined:
         replies = self._connected
         if replies is not None and replies.transport is not None:
             return replies
-        if self._connecting is None:  # one attempt for every read that waits meanwhile
+        if self._connecting is None:  # one attempt for every call that waits meanwhile
             self._connecting = asyncio.ensure_future(self._connect())
+            # Its callers may all have timed out before it fails: nobody else takes the error.
+            self._connecting.add_done_callback(_take_error)
         connecting = self._connecting
         try:
             replies = await asyncio.shield(connecting)
@@ -174,6 +176,11 @@ class Pipelined:
         if self._connected is not None:
             self._connected.fail(ConnectionError("closed"))
             await asyncio.sleep(0)  # the transport closes its socket in the loop's next turn
+
+
+def _take_error(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class RedisLane:
