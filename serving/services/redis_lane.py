@@ -202,15 +202,14 @@ class RedisLane:
     async def set_many(self, items: Sequence[tuple[str, bytes]], ttl_ms: int) -> None:
         """SET each (key, value) with a time to live, in one round trip (on a cluster, one
         pipeline per node)."""
-        if self.pipelined is None:
+        async with asyncio.timeout(self.timeout):
+            if self.pipelined is not None:
+                await self.pipelined.call([("SET", k, v, "PX", ttl_ms) for k, v in items])
+                return
             pipe = self.client.pipeline(transaction=False)
             for key, value in items:
                 pipe.set(key, value, px=ttl_ms)
-            async with asyncio.timeout(self.timeout):
-                await pipe.execute()
-            return
-        async with asyncio.timeout(self.timeout):
-            await self.pipelined.call([("SET", key, value, "PX", ttl_ms) for key, value in items])
+            await pipe.execute()
 
     async def aclose(self) -> None:
         if self.pipelined is not None:

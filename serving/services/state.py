@@ -77,11 +77,12 @@ class RedisOnlineState:
         try:
             # States are only read here (features never change them), so transactions of one
             # card or merchant share one decoded state.
-            cards.update(zip(cards, map(decode_card_state, values[:n]), strict=True))
-            merchants.update(zip(merchants, map(decode_merchant_state, values[n:]), strict=True))
+            card_states = dict(zip(cards, map(decode_card_state, values[:n]), strict=True))
+            merchant_states = dict(
+                zip(merchants, map(decode_merchant_state, values[n:]), strict=True)
+            )
             return States(
-                [cards[c] for c in card_ids],  # type: ignore[misc]
-                [merchants[m] for m in merchant_ids],  # type: ignore[misc]
+                [card_states[c] for c in card_ids], [merchant_states[m] for m in merchant_ids]
             )
         except msgspec.DecodeError as exc:
             self.errors += 1
