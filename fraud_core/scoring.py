@@ -263,15 +263,26 @@ def score_as(
     return RoleScores(role, scorer, rows, x, scorer.score(x))
 
 
-def role_decisions(
-    path: str,
-    part: RoleScores,
-    transactions: Sequence[Transaction],
-    decided_at_us: int | None = None,
-    degraded: bool = False,
-) -> list[DecisionRecord]:
-    """The decision-log records of one role's part of a batch."""
-    chosen = [transactions[i] for i in part.rows]
-    return transaction_decisions(
-        path, part.role, part.scorer, chosen, part.x, part.scores, decided_at_us, degraded
-    )
+class DecisionBatch(NamedTuple):
+    """One role's part of a batch as the decision log takes it: its records are made by
+    `records()`, which the REST decision log calls in its sender, hundreds of decisions at a
+    time, instead of on the path that answers requests."""
+
+    path: str
+    part: RoleScores
+    transactions: Sequence[Transaction]
+    """The batch's transactions (`part.rows` are positions in it)."""
+    decided_at_us: int
+    degraded: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.part.rows)
+
+    def records(self) -> list[DecisionRecord]:
+        part, transactions = self.part, self.transactions
+        chosen = [transactions[i] for i in part.rows]
+        return transaction_decisions(
+            self.path, part.role, part.scorer, chosen, part.x, part.scores, self.decided_at_us,
+            self.degraded,
+        )  # fmt: skip

@@ -156,7 +156,7 @@ class _RolloutCollector(Collector):
             "fraudscale_decision_log_queue_depth",
             "Decisions waiting to be sent to Kafka or waiting for its acknowledgement.",
         )
-        depth.add_metric([], len(log.queue) + log.in_flight)
+        depth.add_metric([], log.queued + log.in_flight)
         dropped = CounterMetricFamily(
             "fraudscale_decision_log_dropped",
             "Decisions not logged: queue_full (Kafka slow or gone) or delivery_failed.",

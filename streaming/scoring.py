@@ -35,10 +35,10 @@ from fraud_core.model_store import Served
 from fraud_core.rollout import DecisionRecord, now_us
 from fraud_core.schema import LabelEvent, SchemaError, Transaction, decode_json
 from fraud_core.scoring import (
+    DecisionBatch,
     Score,
     card_event,
     role_answers,
-    role_decisions,
     score_by_role,
     shadow_scores,
 )
@@ -243,7 +243,7 @@ def score_transactions(
     if decisions:
         shadow = shadow_scores(served, transactions, stateful, shadow_sample)
         for part in [*parts, shadow] if shadow else parts:
-            logged += role_decisions("stream", part, transactions, decided_at)
+            logged += DecisionBatch("stream", part, transactions, decided_at).records()
     return ScoredBatch(
         scores,
         transactions, dead, touched, redelivered, unremembered, newest, logged,

@@ -25,10 +25,10 @@ from fraud_core.model_store import ModelHolder, Served
 from fraud_core.rollout import SHADOW, now_us
 from fraud_core.schema import Transaction
 from fraud_core.scoring import (
+    DecisionBatch,
     RoleScores,
     Score,
     role_answers,
-    role_decisions,
     sampled,
     score_as,
     score_by_role,
@@ -185,11 +185,7 @@ class ScoringPipeline:
         """Queue the batch's decisions; hold its sample for the challenger's shadow scoring."""
         assert self.decision_log is not None
         self.decision_log.offer(
-            [
-                r
-                for part in parts
-                for r in role_decisions("rest", part, misses, decided_at, degraded)
-            ]
+            [DecisionBatch("rest", part, misses, decided_at, degraded) for part in parts]
         )
         shadow = served.shadow
         if shadow is None or self.shadow_sample <= 0:
@@ -227,4 +223,5 @@ class ScoringPipeline:
         for (_, degraded), (scorer, transactions, stateful) in by_model.items():
             rows = list(range(len(transactions)))
             part = score_as(SHADOW, scorer, rows, transactions, stateful)
-            self.decision_log.offer(role_decisions("rest", part, transactions, degraded=degraded))
+            batch = DecisionBatch("rest", part, transactions, now_us(), degraded)
+            self.decision_log.offer([batch])

@@ -21,6 +21,7 @@ from fraud_core.rollout import (
     bucket,
     canary_cards,
     decision_id,
+    decision_messages,
     decode_decision,
     encode_decision,
     feature_vector,
@@ -74,6 +75,24 @@ def test_records_carry_the_float32_vector_and_round_trip(trained, history) -> No
     assert back == records
     assert np.array_equal(np.asarray([feature_vector(r) for r in back]), x)
     assert {r.feature_version for r in back} == {trained.bundle.metadata.feature_version}
+
+
+def test_decision_messages_are_each_record_keyed_by_its_transaction(trained, history) -> None:  # type: ignore[no-untyped-def]
+    """The topic's values are encoded for a whole send in one call and split by line: a
+    transaction id with a newline or quotes must still give one message per record."""
+    scorer = Scorer(trained.bundle)
+    rows = history.slice(0, 4)
+    x = feature_matrix(model_columns(rows), scorer.contract)
+    ids = ["plain", 'with "quotes"', "with\nnewline", "with\u2028separator"]
+    transactions = [
+        Transaction(**{**{k: v for k, v in r.items() if k != "is_fraud"}, "transaction_id": i})
+        for r, i in zip(rows.to_pylist(), ids, strict=True)
+    ]
+    records = transaction_decisions("rest", CHAMPION, scorer, transactions, x, scorer.score(x))
+    messages = decision_messages(records)
+    assert [key for key, _ in messages] == [i.encode() for i in ids]
+    assert [decode_decision(value) for _, value in messages] == records
+    assert decision_messages([]) == []
 
 
 def test_the_store_keeps_one_pointer_per_role(tmp_path: Path, trained, second_model) -> None:  # type: ignore[no-untyped-def]

@@ -126,7 +126,7 @@ def test_with_the_broker_killed_under_load_no_request_fails_and_drops_are_counte
             deepest = 0
             for body in sent[500:]:
                 statuses.append(client.post("/v1/score", json=body).status_code)
-                deepest = max(deepest, len(log.queue))
+                deepest = max(deepest, log.queued)
             ready = client.get("/v2/health/ready").json()
             assert ready["ready"] is True  # serving on without Kafka
             wait_until(
