@@ -37,6 +37,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import urllib.request
@@ -94,11 +95,31 @@ def _ms(text: str) -> float:
 
 
 def run_wrk(url: str, script: Path, concurrency: int, seconds: float) -> tuple[float, float, float]:
-    out = subprocess.run(
-        ["taskset", "-c", "1", "wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
-         "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    (result,) = run_wrk_together([url], script, concurrency, seconds)
+    return result
+
+
+def run_wrk_together(
+    urls: list[str], script: Path, concurrency: int, seconds: float
+) -> list[tuple[float, float, float]]:
+    """wrk against each url at the same time (req/s, p50 ms, p99 ms of each): servers that
+    share a core are measured in the same seconds, so the machine's drift cannot favour one."""
+    command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{concurrency}",
+               f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script)]  # fmt: skip
+    runs = [
+        subprocess.Popen([*command, url, "--", str(i)], stdout=subprocess.PIPE, text=True)
+        for i, url in enumerate(urls)
+    ]
+    results = []
+    for url, wrk in zip(urls, runs, strict=True):
+        out, _ = wrk.communicate()
+        if wrk.returncode:
+            raise RuntimeError(f"wrk against {url} failed ({wrk.returncode})\n{out}")
+        results.append(_wrk_result(url, out))
+    return results
+
+
+def _wrk_result(url: str, out: str) -> tuple[float, float, float]:
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise RuntimeError(f"{url}: {errors.group(1)} failed requests\n{out}")
@@ -126,6 +147,10 @@ local template = {json.dumps(template)}
 -- Transaction ids unique across runs too: a later run must not hit an earlier one's cache.
 local run = string.format("%d-%d", os.time(), math.floor(os.clock() * 1e6))
 local n = 0
+-- Servers measured at once share Redis (its score cache): their ids differ by wrk's argument.
+init = function(args)
+  run = run .. "-" .. (args[1] or "")
+end
 request = function()
   n = n + 1
   local card = cards[(n * 7919) % #cards + 1]
@@ -223,6 +248,8 @@ def main() -> None:
         (run / f"{key}.lua").write_text(text)
 
     points: list[Point] = []
+    together: list[tuple[int, float]] = []
+    """(concurrency, rollout on / off) of each turn with both servers loaded at once."""
 
     def measure(server: str, base: str, label: str, script: str) -> None:
         run_wrk(base, run / f"{script}.lua", 16, 2)  # warm-up
@@ -279,6 +306,14 @@ def main() -> None:
             for _ in range(args.rounds):
                 measure("fraudscale (Litestar)", base, "/v1/score full path", "distinct")
                 measure(ROLLOUT, rollout_base, "/v1/score full path", "distinct")
+                # And both loaded at once, sharing core 0: what the rollout costs, with the
+                # machine's drift (2-3x within minutes here) landing on both alike.
+                for c in args.concurrency:
+                    (off, *_), (on, *_) = run_wrk_together(
+                        [base, rollout_base], run / "distinct.lua", c, args.seconds
+                    )
+                    together.append((c, on / off))
+                    console.print(f"  both at once, c{c}: {off:,.0f} / {on:,.0f} req/s")
             measure("fraudscale (Litestar)", base, "/v1/score cache hit", "same")
             measure("fraudscale (Litestar)", base, "V2 infer", "v2")
         # What micro-batching gains: the same server with it switched off.
@@ -345,6 +380,12 @@ def main() -> None:
         "full path with rollout vs MLServer best (V2)": best_of(ROLLOUT, "/v1/score full path")
         / best("MLServer", "V2 infer"),
     }
+    for c in args.concurrency:
+        turns = [ratio for at, ratio in together if at == c]
+        if turns:
+            ratios[f"rollout on vs off, both loaded at once, c{c} (median turn)"] = (
+                statistics.median(turns)
+            )
     ceiling_rps = {p.concurrency: p.rps for p in points if p.server == CEILING}
     for p in points:
         if p.server == "fraudscale (Litestar)" and p.path == "/v1/score full path":

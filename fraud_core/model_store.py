@@ -226,6 +226,14 @@ class Served:
         """Whether the canary encodes features as the champion does (one matrix serves both)."""
         return self.canary is not None and self.canary.contract == self.champion.contract
 
+    @functools.cached_property
+    def shadow_shares_contract(self) -> bool:
+        """Whether the challenger encodes features as every answering model does (their
+        model inputs serve it too)."""
+        answering = [self.champion, *([self.canary] if self.canary else [])]
+        shadow = self.shadow
+        return shadow is not None and all(s.contract == shadow.contract for s in answering)
+
     @property
     def roles(self) -> dict[str, Scorer]:
         found = {CHAMPION: self.champion, CANARY: self.canary, SHADOW: self.shadow}

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import msgspec
 import numpy as np
 
-from fraud_core.features import DataContract, feature_matrix
+from fraud_core.features import N_FEATURES, DataContract, feature_matrix
 from fraud_core.inference import Scorer
 from fraud_core.rollout import (
     CANARY,
@@ -230,14 +230,40 @@ def shadow_scores(
     served: Served,
     transactions: Sequence[Transaction],
     stateful: Sequence[Sequence[float]],
+    parts: Sequence[RoleScores],
     sample: float = 1.0,
 ) -> RoleScores | None:
     """The challenger's scores of the transactions (of the share `sample` of them, by a hash
-    of the transaction id), from the same stateful features; None without a challenger."""
+    of the transaction id), from the same stateful features; None without a challenger.
+    `parts` are the batch's answering scores (`score_by_role`)."""
     if served.shadow is None or sample <= 0.0:
         return None
     rows = sampled(transactions, sample)
-    return score_as(SHADOW, served.shadow, rows, transactions, stateful) if rows else None
+    if not rows:
+        return None
+    x = shadow_inputs(served, transactions, stateful, parts, rows)
+    return RoleScores(SHADOW, served.shadow, rows, x, served.shadow.score(x))
+
+
+def shadow_inputs(
+    served: Served,
+    transactions: Sequence[Transaction],
+    stateful: Sequence[Sequence[float]],
+    parts: Sequence[RoleScores],
+    rows: list[int],
+) -> np.ndarray:
+    """The challenger's model inputs for the transactions at `rows`: the answering models'
+    own when it encodes features as they do (no second feature matrix), else its own."""
+    assert served.shadow is not None
+    if served.shadow_shares_contract:
+        if len(parts) == 1 and len(parts[0].rows) == len(transactions):
+            return parts[0].x[rows]
+        x = np.empty((len(transactions), N_FEATURES), dtype=np.float32)
+        for part in parts:
+            x[part.rows] = part.x
+        return x[rows]
+    chosen = [transactions[i] for i in rows]
+    return transaction_matrix(chosen, [stateful[i] for i in rows], served.shadow.contract)
 
 
 def sampled(transactions: Sequence[Transaction], share: float) -> list[int]:

@@ -241,7 +241,7 @@ def score_transactions(
     scores = role_answers(parts, transactions, reasons=reasons)
     logged = []
     if decisions:
-        shadow = shadow_scores(served, transactions, stateful, shadow_sample)
+        shadow = shadow_scores(served, transactions, stateful, parts, shadow_sample)
         for part in [*parts, shadow] if shadow else parts:
             logged += DecisionBatch("stream", part, transactions, decided_at).records()
     return ScoredBatch(

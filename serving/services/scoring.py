@@ -30,8 +30,8 @@ from fraud_core.scoring import (
     Score,
     role_answers,
     sampled,
-    score_as,
     score_by_role,
+    shadow_inputs,
     stateful_rows,
 )
 from serving.batching import MicroBatcher, micro_batcher
@@ -93,7 +93,8 @@ class ScoringPipeline:
         self.models, self.online_state, self.cache = models, online_state, cache
         self.tracer, self.reasons, self.on_batch = tracer, reasons, on_batch
         self.decision_log, self.shadow_sample = decision_log, shadow_sample
-        self._shadow_waiting: list[tuple[Scorer, list[Transaction], list[list[float]], bool]] = []
+        self._shadow_waiting: list[tuple[Scorer, list[Transaction], np.ndarray, bool]] = []
+        """Sampled transactions waiting for the challenger, with its inputs for them."""
         self._shadow_timer: asyncio.TimerHandle | None = None
         self.decided: dict[tuple[str, str], list[int]] = {}
         """(model version, role) -> [scores, alerts] computed (not served from the cache)."""
@@ -193,9 +194,8 @@ class ScoringPipeline:
         rows = sampled(misses, self.shadow_sample)
         if not rows:
             return
-        self._shadow_waiting.append(
-            (shadow, [misses[i] for i in rows], [stateful[i] for i in rows], degraded)
-        )
+        inputs = shadow_inputs(served, misses, stateful, parts, rows)
+        self._shadow_waiting.append((shadow, [misses[i] for i in rows], inputs, degraded))
         if self._shadow_timer is None:
             self._shadow_timer = asyncio.get_running_loop().call_later(
                 SHADOW_GATHER_SECONDS, self._score_shadow
@@ -214,14 +214,14 @@ class ScoringPipeline:
         assert self.decision_log is not None
         self._shadow_timer = None
         waiting, self._shadow_waiting = self._shadow_waiting, []
-        by_model: dict[tuple[int, bool], tuple[Scorer, list[Transaction], list[list[float]]]] = {}
-        for scorer, transactions, stateful, degraded in waiting:
+        by_model: dict[tuple[int, bool], tuple[Scorer, list[Transaction], list[np.ndarray]]] = {}
+        for scorer, transactions, inputs, degraded in waiting:
             key = (id(scorer), degraded)
-            _, gathered, values = by_model.setdefault(key, (scorer, [], []))
+            _, gathered, matrices = by_model.setdefault(key, (scorer, [], []))
             gathered += transactions
-            values += stateful
-        for (_, degraded), (scorer, transactions, stateful) in by_model.items():
-            rows = list(range(len(transactions)))
-            part = score_as(SHADOW, scorer, rows, transactions, stateful)
+            matrices.append(inputs)
+        for (_, degraded), (scorer, transactions, matrices) in by_model.items():
+            x = np.concatenate(matrices)
+            part = RoleScores(SHADOW, scorer, list(range(len(transactions))), x, scorer.score(x))
             batch = DecisionBatch("rest", part, transactions, now_us(), degraded)
             self.decision_log.offer([batch])

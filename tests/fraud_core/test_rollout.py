@@ -10,7 +10,7 @@ import pytest
 
 from fraud_core.features import feature_matrix
 from fraud_core.inference import Scorer
-from fraud_core.model_store import ModelHolder, ModelStore
+from fraud_core.model_store import ModelHolder, ModelStore, Served
 from fraud_core.rollout import (
     CANARY,
     CHALLENGER,
@@ -28,7 +28,15 @@ from fraud_core.rollout import (
     in_canary,
 )
 from fraud_core.schema import Transaction
-from fraud_core.scoring import transaction_decisions
+from fraud_core.scoring import (
+    sampled,
+    score_by_role,
+    shadow_inputs,
+    stateful_rows,
+    transaction_decisions,
+    transaction_matrix,
+)
+from fraud_core.state import CardState, MerchantState
 from tests.conftest import model_columns, relabelled
 
 pytestmark = pytest.mark.unit
@@ -138,3 +146,27 @@ def test_the_holder_serves_every_role_and_refuses_a_canary_with_another_label_de
     assert holder.served.canary is None  # refused, the champion answers every card
     assert holder.served.champion.version == "1"
     assert "label delay" in holder.last_error
+
+
+def test_the_challenger_reads_the_answering_models_inputs(trained, second_model, history) -> None:  # type: ignore[no-untyped-def]
+    """With the challenger's contract the answering models' own, its inputs are taken from
+    their matrices (champion and canary parts put back in order) instead of a second feature
+    matrix: they must be what its own matrix would have been."""
+    champion, candidate = Scorer(trained.bundle), Scorer(second_model.bundle)
+    served = Served(champion, canary=candidate, canary_share=0.5, shadow=candidate)
+    assert served.shadow_shares_contract
+    rows = history.slice(0, 40)
+    transactions = [
+        Transaction(**{k: v for k, v in r.items() if k != "is_fraud"}) for r in rows.to_pylist()
+    ]
+    stateful = stateful_rows(transactions, [CardState()] * len(rows), [MerchantState()] * len(rows))
+    parts = score_by_role(served, transactions, stateful)
+    assert {p.role for p in parts} == {CHAMPION, CANARY}
+    sample = sampled(transactions, 0.5)
+    own = transaction_matrix(
+        [transactions[i] for i in sample], [stateful[i] for i in sample], candidate.contract
+    )
+    assert np.array_equal(shadow_inputs(served, transactions, stateful, parts, sample), own)
+    alone = Served(champion, shadow=candidate)
+    (part,) = score_by_role(alone, transactions, stateful)
+    assert np.array_equal(shadow_inputs(alone, transactions, stateful, [part], sample), own)
