@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from fraud_core.features import feature_matrix
@@ -42,6 +44,13 @@ from tests.conftest import model_columns, relabelled
 pytestmark = pytest.mark.unit
 
 
+def transactions_of(rows: pa.Table) -> list[Transaction]:
+    """The history's rows as the transactions the paths score (without their label)."""
+    return [
+        Transaction(**{k: v for k, v in r.items() if k != "is_fraud"}) for r in rows.to_pylist()
+    ]
+
+
 def test_a_card_keeps_its_role_and_the_share_is_what_was_asked() -> None:
     cards = [f"card-{i}" for i in range(20_000)]
     chosen = [in_canary(c, 0.1) for c in cards]
@@ -75,9 +84,7 @@ def test_records_carry_the_float32_vector_and_round_trip(trained, history) -> No
     scorer = Scorer(trained.bundle)
     rows = history.slice(0, 5)
     x = feature_matrix(model_columns(rows), scorer.contract)
-    transactions = [
-        Transaction(**{k: v for k, v in r.items() if k != "is_fraud"}) for r in rows.to_pylist()
-    ]
+    transactions = transactions_of(rows)
     records = transaction_decisions("rest", CHAMPION, scorer, transactions, x, scorer.score(x))
     back = [decode_decision(encode_decision(r)) for r in records]
     assert back == records
@@ -93,8 +100,8 @@ def test_decision_messages_are_each_record_keyed_by_its_transaction(trained, his
     x = feature_matrix(model_columns(rows), scorer.contract)
     ids = ["plain", 'with "quotes"', "with\nnewline", "with\u2028separator"]
     transactions = [
-        Transaction(**{**{k: v for k, v in r.items() if k != "is_fraud"}, "transaction_id": i})
-        for r, i in zip(rows.to_pylist(), ids, strict=True)
+        msgspec.structs.replace(t, transaction_id=i)
+        for t, i in zip(transactions_of(rows), ids, strict=True)
     ]
     records = transaction_decisions("rest", CHAMPION, scorer, transactions, x, scorer.score(x))
     messages = decision_messages(records)
@@ -156,9 +163,7 @@ def test_the_challenger_reads_the_answering_models_inputs(trained, second_model,
     served = Served(champion, canary=candidate, canary_share=0.5, shadow=candidate)
     assert served.shadow_shares_contract
     rows = history.slice(0, 40)
-    transactions = [
-        Transaction(**{k: v for k, v in r.items() if k != "is_fraud"}) for r in rows.to_pylist()
-    ]
+    transactions = transactions_of(rows)
     stateful = stateful_rows(transactions, [CardState()] * len(rows), [MerchantState()] * len(rows))
     parts = score_by_role(served, transactions, stateful)
     assert {p.role for p in parts} == {CHAMPION, CANARY}
