@@ -2,11 +2,11 @@
 
 Transactions arrive in lists straight from each fetch (`streaming.delivery`), at most
 FRAUD_STREAM_BATCH_MAX at a time, and each list goes through one `Checkpoint` (score, produce
-outputs and changelog, flush, acknowledge; Faust commits). Labels, a far smaller stream, come
-through a Faust agent's `take_events` (waiting at most FRAUD_STREAM_BATCH_WAIT_MS); Faust
-acknowledges them and flushes the producer before it commits. A crash loses no record, and a
-record redelivered after a crash gets the score it got the first time without touching the
-tables twice (`streaming.scoring`).
+the changelog, the outputs once the broker has it, acknowledge; Faust commits). Labels, a far
+smaller stream, come through a Faust agent's `take_events` (waiting at most
+FRAUD_STREAM_BATCH_WAIT_MS); Faust acknowledges them and flushes the producer before it
+commits. A crash loses no record, and a record redelivered after a crash gets the score it
+got the first time without touching the tables twice (`streaming.scoring`).
 """
 
 from __future__ import annotations
@@ -154,6 +154,7 @@ class StreamWork:
                     decisions=self.settings.decision_log,
                     shadow_sample=self.settings.shadow_sample,
                 ),
+                self._card_changes,
                 self._transaction_outputs,
                 functools.partial(self.app.batches.ack, messages),
             )
@@ -204,8 +205,15 @@ class StreamWork:
     def _merchant_state(self, merchant_id: str) -> MerchantState:
         return decode_merchant_entry(read_entry(self.tables.merchant_to_risk, merchant_id)).state
 
+    def _card_changes(self, batch: ScoredBatch) -> Outbox:
+        """The changed card entries (the changelog goes to the broker before the outputs)."""
+        outbox = Outbox()
+        for card_id, (partition, entry) in batch.cards.items():
+            write_entry(outbox, self.tables.card_to_state, partition, card_id, encode_entry(entry))
+        return outbox
+
     def _transaction_outputs(self, batch: ScoredBatch) -> Outbox:
-        """Scores, alerts, dead letters and the changed card entries, as one outbox."""
+        """Scores, alerts, dead letters and decision records, as one outbox."""
         outbox = Outbox()
         self._queue_dead_letters(outbox, batch.dead)
         for transaction, score in zip(batch.transactions, batch.scores, strict=True):
@@ -216,8 +224,6 @@ class StreamWork:
                 outbox.add(self._alerts, key, _json.encode(alert))
                 metrics.alerts.inc()
         outbox.add_keyed(self._decisions, decision_messages(batch.decisions))
-        for card_id, (partition, entry) in batch.cards.items():
-            write_entry(outbox, self.tables.card_to_state, partition, card_id, encode_entry(entry))
         return outbox
 
     def _queue_dead_letters(self, outbox: Outbox, dead: Sequence[DeadLetter]) -> None:

@@ -82,7 +82,7 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "info"
     kill_at: str = ""
     """Fault injection for tests: "<step>:<n>" makes the worker SIGKILL itself right after
-    step <step> (score, produce, flush, acknowledge) of its n-th batch
+    step <step> (score, produce, changelog, flush, acknowledge) of its n-th batch
     (streaming.checkpoint). Empty in production."""
 
     def __post_init__(self) -> None:

@@ -62,8 +62,8 @@ def write_entry(
 ) -> None:
     """Set `key` in the worker's store and queue it for the changelog partition of its input.
 
-    Through the batch's outbox, not Faust's table writes, so a batch's changelog records
-    travel with its outputs (streaming.checkpoint)."""
+    Through an outbox, not Faust's table writes, so a batch's changelog records reach the
+    broker before its outputs are sent (streaming.checkpoint)."""
     raw_key = key.encode()
     changelog = set_table_entry(table, raw_key, value, partition)
     outbox.add(changelog, raw_key, value, partition=partition)

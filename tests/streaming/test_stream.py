@@ -343,8 +343,8 @@ def test_a_changelog_the_cluster_shows_late_neither_stalls_the_group_nor_changes
 
 KILL_POINTS = {
     "early": "score:1",  # the first batch scored, nothing produced
-    "mid-batch": "produce:12",  # a batch's records with the producer, not yet with the broker
-    "after-changelog-write": "flush:12",  # the broker has its scores and changelog; uncommitted
+    "mid-batch": "produce:12",  # a batch's changelog with the producer, not yet with the broker
+    "after-changelog-write": "changelog:12",  # the broker has its changelog, not its scores
     "kill-9-from-outside": "",  # at whatever point the worker is a third of the way through
 }
 
@@ -393,8 +393,13 @@ def test_kill_9_then_every_score_of_every_transaction_equals_the_reference(
     }
     assert not wrong, f"{len(wrong)} scored differently, e.g. {list(wrong.items())[:3]}"
     redelivered = sum(len(answers) > 1 for answers in scores.values())
-    if point != "early":  # the early kill comes before anything was produced
-        assert redelivered > 0  # the kill left work uncommitted: the test tested something
+    counted = second.metric('fraudscale_stream_redelivered_total{scored_from="first"}')
+    if point == "after-changelog-write":  # the twelfth batch's entries, without its scores
+        assert counted > 0  # the kill left work uncommitted: the test tested something
+    elif point != "early":  # the early kill comes before anything was produced
+        assert redelivered > 0
+    # A score with the broker is one whose entry the changelog has: its copy is counted.
+    assert redelivered <= counted
     assert second.metric('fraudscale_stream_redelivered_total{scored_from="state"}') == 0
     threshold = np.float32(trained.bundle.metadata.threshold)
     alerting = {tid for tid, s in expected.items() if np.float32(s) >= threshold}
@@ -560,7 +565,8 @@ def test_rebalances_count_every_transaction_scored_twice_and_outputs_stay_idempo
     transaction is scored and its offset committed; every transaction the scores topic holds
     twice is counted by the survivors' redelivered metric, and its copies are the same score
     under the same key: a consumer keeping the last record per key sees one answer per
-    transaction."""
+    transaction. (The metric also counts the transactions whose entries reached the
+    changelog but whose scores were not sent yet when the worker died.)"""
     table = history.slice(0, 12000).drop_columns(["is_fraud"])
     doomed = stream.worker(FRAUD_STREAM_KILL_AT="flush:4")
     survivor = stream.worker()
@@ -584,6 +590,6 @@ def test_rebalances_count_every_transaction_scored_twice_and_outputs_stay_idempo
         w.metric(redelivered) + w.metric(redelivered.replace("first", "state"))
         for w in (survivor, joiner)
     )
-    assert duplicates == counted
+    assert duplicates <= counted
     assert duplicates > 0  # the kill left work in flight: the test tested something
     assert all(len({s.score for s in copies}) == 1 for copies in scores.values())
