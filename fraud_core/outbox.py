@@ -4,10 +4,13 @@
 
 `AIOKafkaProducer.send` runs a coroutine, metadata checks and an append to the accumulator for
 every record; building record batches ourselves and submitting each with `send_batch` does
-that work once per batch. Partitions are the default partitioner's (murmur2 of the key, as
-the Java client and aiokafka choose them), so keys land where `send` would put them and
-consumers see the same per-key order; `murmur2_many` computes them for a whole flush with
-numpy (aiokafka's pure-Python murmur2 costs ~3 µs a key, a few percent of a transaction).
+that work once per batch. Each record batch is closed before it is submitted: it is complete,
+so it goes out without the producer's linger (aiokafka lingers on an open batch, for `send`
+to add records to it), and no one else's `send` can add to it. Partitions are the default
+partitioner's (murmur2 of the key, as the Java client and aiokafka choose them), so keys land
+where `send` would put them and consumers see the same per-key order; `murmur2_many`
+computes them for a whole flush with numpy (aiokafka's pure-Python murmur2 costs ~3 µs a
+key, a few percent of a transaction).
 """
 
 from __future__ import annotations
@@ -153,10 +156,12 @@ class Outbox:
                     ):
                         if batch.record_count() == 0:
                             raise ValueError(f"a record for {topic} is larger than a batch")
+                        batch.close()
                         future = await producer.send_batch(batch, topic, partition=partition)
                         sent.append((future, batch.record_count()))
                         batch = producer.create_batch()
                 if batch.record_count():
+                    batch.close()
                     future = await producer.send_batch(batch, topic, partition=partition)
                     sent.append((future, batch.record_count()))
         return sent
