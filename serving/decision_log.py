@@ -10,7 +10,9 @@ for hundreds of decisions at a time (a tenth of a second's worth: made per micro
 path that answers requests, they cost the server twice the CPU), hands them to aiokafka in
 record batches per partition (fraud_core.outbox: one send per partition, not per record)
 and waits for their delivery, so aiokafka holds at most one send's worth.
-Records that aiokafka could not deliver are dropped and counted as well. The service keeps
+Records that aiokafka could not deliver are dropped and counted as well, and so are
+decisions whose records could not be made (a bug: logged with its traceback, and the sender
+carries on with the next). The service keeps
 serving without Kafka and says so in its readiness details.
 """
 
@@ -66,7 +68,7 @@ class DecisionLog:
         self.queue: deque[tuple[float, Decisions]] = deque()
         self.queued = 0
         """Decisions in the queue (its batches' sizes)."""
-        self.dropped = {"queue_full": 0, "delivery_failed": 0}
+        self.dropped = {"queue_full": 0, "delivery_failed": 0, "record_failed": 0}
         self.offered = 0
         self.delivered = 0
         self.in_flight = 0
@@ -166,9 +168,15 @@ class DecisionLog:
             count += taken[-1][1].size
         self.queued -= count
         self.in_flight, self._sent_at = count, time.monotonic()
-        records = [r for _, batch in taken for r in batch.records()]
+        try:
+            messages = decision_messages(r for _, batch in taken for r in batch.records())
+        except Exception:  # a bug of ours: these decisions are lost, the log carries on
+            log.exception("decision log: %d decisions could not be made into records", count)
+            self.dropped["record_failed"] += count
+            self.in_flight = 0
+            return
         outbox = Outbox()
-        outbox.add_keyed(self.topic, decision_messages(records))
+        outbox.add_keyed(self.topic, messages)
         try:
             async with asyncio.timeout(self.delivery_timeout_ms / 1000):
                 sent = await outbox.flush_counted(self._producer)

@@ -159,7 +159,8 @@ class _RolloutCollector(Collector):
         depth.add_metric([], log.queued + log.in_flight)
         dropped = CounterMetricFamily(
             "fraudscale_decision_log_dropped",
-            "Decisions not logged: queue_full (Kafka slow or gone) or delivery_failed.",
+            "Decisions not logged: queue_full (Kafka slow or gone), delivery_failed, or "
+            "record_failed (a bug: its traceback is in the service log).",
             labels=["reason"],
         )
         for reason, count in log.dropped.items():

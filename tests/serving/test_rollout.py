@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from litestar.testing import TestClient
@@ -17,6 +19,7 @@ from fraud_core.rollout import (
     CHAMPION,
     SHADOW,
     DecisionRecord,
+    decision_records,
     decode_decision,
     feature_vector,
     in_canary,
@@ -25,6 +28,7 @@ from fraud_devtools.kafka import LocalKafka
 from fraud_devtools.processes import wait_until
 from fraud_devtools.stream_workers import consume
 from serving.app import create_app
+from serving.decision_log import DecisionLog
 from serving.settings import ServingSettings
 from streaming.topics import provision_topics
 from tests.conftest import CANARY_SHARE as SHARE
@@ -149,3 +153,49 @@ def test_with_the_broker_killed_under_load_no_request_fails_and_drops_are_counte
     offered = metric(metrics, "fraudscale_decision_log_offered_total")
     assert offered > len(sent)
     assert delivered + dropped + waiting == offered
+
+
+class Unrecordable:
+    """A batch whose records cannot be made (a bug of ours, which no real part can cause)."""
+
+    size = 3
+
+    def records(self) -> list[DecisionRecord]:
+        raise ValueError("a bug")
+
+
+class Recordable:
+    size = 2
+
+    def records(self) -> list[DecisionRecord]:
+        return decision_records(
+            path="rest", role=CHAMPION, model_name="m", model_version="1", threshold=0.5,
+            transaction_ids=["t1", "t2"], card_ids=["c1", "c2"], event_times_us=[1, 2],
+            features=np.zeros((2, 3), dtype=np.float32), scores=np.array([0.1, 0.9]),
+        )  # fmt: skip
+
+
+async def test_decisions_that_cannot_be_recorded_are_counted_and_the_log_carries_on(
+    kafka: str,
+) -> None:
+    topic = "record-failed.decisions"
+    await provision_topics(kafka, [topic], 2, 1, {})
+    log = DecisionLog(kafka, topic, linger_seconds=0.0)
+    log.start()
+
+    async def until(done: Callable[[], bool]) -> None:
+        async with asyncio.timeout(30):
+            while not done():
+                await asyncio.sleep(0.05)
+
+    try:
+        log.offer([Unrecordable(), Recordable()])  # one send: all five decisions lost
+        await until(lambda: log.dropped["record_failed"] > 0)
+        log.offer([Recordable()])
+        await until(lambda: log.delivered > 0)
+    finally:
+        await log.close()
+    assert log.dropped == {"queue_full": 0, "delivery_failed": 0, "record_failed": 5}
+    assert log.delivered == 2
+    logged = await consume(kafka, topic, until=2, timeout=30)
+    assert sorted(decode_decision(r.value).decision for r in logged) == ["alert", "allow"]
