@@ -9,7 +9,10 @@ dict and has no tables, changelogs, recovery or web server. It is the limit, not
    N over the time from the first score to the last (scores' Kafka timestamps). The worker
    runs without the rollout and with it (every decision logged, a challenger scoring 10 % of
    transactions in shadow, a canary on 5 % of cards) in turns, `--rounds` times, each row
-   showing its median, so the machine's drift does not land on one of them.
+   showing its median, so the machine's drift does not land on one of them. Each turn then
+   runs both at once, each on its own copy of the backlog, both on the measured core: the
+   on / off ratio counts each one's scores while both were scoring (the paired ratio; the
+   machine's speed moves 2x between minutes, which sequential turns cannot resolve).
 2. Latency: transactions are produced at a fixed rate; latency is a score's Kafka timestamp
    minus its transaction's, p50 and p99 (the worker with the rollout on), leaving out the
    first `--warm-up` seconds of input, shown in a row of their own: a fresh worker scores its
@@ -43,6 +46,7 @@ import statistics
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +91,18 @@ def _throughput(scores: Sequence[ConsumerRecord[bytes, bytes]]) -> float:
     stamps = np.array([r.timestamp for r in scores], dtype=np.float64)
     span = (stamps.max() - stamps.min()) / 1000
     return len(scores) / span if span > 0 else float("inf")
+
+
+def _overlap_ratio(
+    first: Sequence[ConsumerRecord[bytes, bytes]], second: Sequence[ConsumerRecord[bytes, bytes]]
+) -> tuple[float, float]:
+    """`second`'s scores per second over `first`'s, counted while both were scoring (two
+    workers loaded at once: the machine's drift lands on both alike), and that time in s."""
+    a, b = (np.array([r.timestamp for r in s], dtype=np.int64) for s in (first, second))
+    lo, hi = max(a.min(), b.min()), min(a.max(), b.max())
+    inside = [int(((t >= lo) & (t <= hi)).sum()) for t in (a, b)]
+    ratio = inside[1] / inside[0] if hi > lo and inside[0] else float("nan")
+    return ratio, max(0, hi - lo) / 1000
 
 
 def _latencies_ms(
@@ -339,6 +355,7 @@ def main() -> None:
         # without and with the rollout in turns, `--rounds` times; each row is the median.
         first = f"bench{int(time.time())}"
         passes: dict[str, list[Run]] = {}
+        paired: list[float] = []
         n = len(records)
         for turn in range(args.rounds):
             for name, settings in (
@@ -359,6 +376,30 @@ def main() -> None:
                 run = Run(name, len(scores), _throughput(scores))
                 console.print(f"  round {turn + 1}: {name.strip()}: {run.per_second:,.0f}/s")
                 passes.setdefault(name, []).append(run)
+            # Then both at once on the measured core, each on its own copy of the backlog.
+            prefixes = [f"{first}-{turn}p{i}" for i in range(2)]
+            pair = []
+            for prefix, settings in zip(prefixes, (env, with_rollout), strict=True):
+                asyncio.run(produce(bootstrap, f"{prefix}.transactions", records))
+                pair.append(LocalWorker(
+                    work / "run",
+                    {**settings, "FRAUD_STREAM_TOPIC_PREFIX": prefix,
+                     "FRAUD_STREAM_APP_ID": prefix},
+                    cpus=worker_cpus,
+                ))  # fmt: skip
+            with ThreadPoolExecutor(2) as starting:  # both start (and score) at once
+                list(starting.map(LocalWorker.start, pair))
+            off, on = (
+                asyncio.run(consume(bootstrap, f"{prefix}.scores", until=n, timeout=600))
+                for prefix in prefixes
+            )
+            for worker in pair:
+                worker.stop()
+            ratio, seconds = _overlap_ratio(off, on)
+            paired.append(ratio)
+            console.print(
+                f"  round {turn + 1}: both at once, on / off: {ratio:.2f} ({seconds:.1f} s)"
+            )
         for name, turns in passes.items():
             runs.append(Run(name, turns[0].rows, statistics.median(r.per_second for r in turns)))
 
@@ -447,6 +488,11 @@ def main() -> None:
     rollout_ratio = runs[1].per_second / runs[0].per_second
     console.print(f"Faust worker throughput / plain loop: {ratio:.2f}")
     console.print(f"with the decision log, shadow and canary / without: {rollout_ratio:.2f}")
+    paired_ratio = statistics.median(paired)
+    console.print(
+        "the same, both workers loaded at once (median turn; per turn "
+        f"{', '.join(f'{r:.2f}' for r in paired)}): {paired_ratio:.2f}"
+    )
     extra = {}
     if args.workers > 1:
         takeover, done = recovery
@@ -462,6 +508,7 @@ def main() -> None:
             "runs": [r.__dict__ for r in runs],
             "throughput_ratio": ratio,
             "rollout_ratio": rollout_ratio,
+            "rollout_ratio_paired": paired_ratio,
             "worker_p99_ms": worker_p99,
             **extra,
         },
