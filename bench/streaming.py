@@ -351,6 +351,12 @@ def main() -> None:
             "FRAUD_STREAM_DECISION_LOG": "true",
             "FRAUD_STREAM_SHADOW_SAMPLE": "0.1",
         }
+
+        def worker_on(prefix: str, settings: dict[str, str]) -> LocalWorker:
+            """A worker (not started) of its own group, on the topics under `prefix`."""
+            own = {**settings, "FRAUD_STREAM_TOPIC_PREFIX": prefix, "FRAUD_STREAM_APP_ID": prefix}
+            return LocalWorker(work / "run", own, cpus=worker_cpus)
+
         # Throughput: the backlog is in the topic before the worker starts. The worker runs
         # without and with the rollout in turns, `--rounds` times; each row is the median.
         first = f"bench{int(time.time())}"
@@ -364,12 +370,7 @@ def main() -> None:
             ):
                 prefix = f"{first}-{turn}{int(settings is with_rollout)}"
                 n = asyncio.run(produce(bootstrap, f"{prefix}.transactions", records))
-                worker = LocalWorker(
-                    work / "run",
-                    {**settings, "FRAUD_STREAM_TOPIC_PREFIX": prefix,
-                     "FRAUD_STREAM_APP_ID": prefix},
-                    cpus=worker_cpus,
-                )  # fmt: skip
+                worker = worker_on(prefix, settings)
                 worker.start()
                 scores = asyncio.run(consume(bootstrap, f"{prefix}.scores", until=n, timeout=600))
                 worker.stop()
@@ -381,12 +382,7 @@ def main() -> None:
             pair = []
             for prefix, settings in zip(prefixes, (env, with_rollout), strict=True):
                 asyncio.run(produce(bootstrap, f"{prefix}.transactions", records))
-                pair.append(LocalWorker(
-                    work / "run",
-                    {**settings, "FRAUD_STREAM_TOPIC_PREFIX": prefix,
-                     "FRAUD_STREAM_APP_ID": prefix},
-                    cpus=worker_cpus,
-                ))  # fmt: skip
+                pair.append(worker_on(prefix, settings))
             with ThreadPoolExecutor(2) as starting:  # both start (and score) at once
                 list(starting.map(LocalWorker.start, pair))
             off, on = (
@@ -413,11 +409,7 @@ def main() -> None:
 
         # Latency at a fixed rate, rollout on: the worker is up and idle before input starts.
         prefix = f"lat{int(time.time())}"
-        worker = LocalWorker(
-            work / "run",
-            {**with_rollout, "FRAUD_STREAM_TOPIC_PREFIX": prefix, "FRAUD_STREAM_APP_ID": prefix},
-            cpus=worker_cpus,
-        )
+        worker = worker_on(prefix, with_rollout)
         worker.start()
         time.sleep(3)  # let the group settle
         asyncio.run(

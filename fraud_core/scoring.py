@@ -173,6 +173,11 @@ class RoleScores(NamedTuple):
     x: np.ndarray
     scores: np.ndarray
 
+    @classmethod
+    def of(cls, role: str, scorer: Scorer, rows: list[int], x: np.ndarray) -> RoleScores:
+        """`scorer`'s scores of the model inputs `x` (of the transactions at `rows`)."""
+        return cls(role, scorer, rows, x, scorer.score(x))
+
 
 def score_by_role(
     served: Served, transactions: Sequence[Transaction], stateful: Sequence[Sequence[float]]
@@ -199,10 +204,7 @@ def score_by_role(
             for role, (scorer, rows) in groups.items()
         ]
     x = transaction_matrix(transactions, stateful, served.champion.contract)
-    return [
-        RoleScores(role, scorer, rows, x[rows], scorer.score(x[rows]))
-        for role, (scorer, rows) in groups.items()
-    ]
+    return [RoleScores.of(role, scorer, rows, x[rows]) for role, (scorer, rows) in groups.items()]
 
 
 def role_answers(
@@ -242,7 +244,7 @@ def shadow_scores(
     if not rows:
         return None
     x = shadow_inputs(served, transactions, stateful, parts, rows)
-    return RoleScores(SHADOW, served.shadow, rows, x, served.shadow.score(x))
+    return RoleScores.of(SHADOW, served.shadow, rows, x)
 
 
 def shadow_inputs(
@@ -286,7 +288,7 @@ def score_as(
     chosen = transactions if everything else [transactions[i] for i in rows]
     values = stateful if everything else [stateful[i] for i in rows]
     x = transaction_matrix(chosen, values, scorer.contract)
-    return RoleScores(role, scorer, rows, x, scorer.score(x))
+    return RoleScores.of(role, scorer, rows, x)
 
 
 class DecisionBatch(NamedTuple):

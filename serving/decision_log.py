@@ -12,8 +12,8 @@ record batches per partition (fraud_core.outbox: one send per partition, not per
 and waits for their delivery, so aiokafka holds at most one send's worth.
 Records that aiokafka could not deliver are dropped and counted as well, and so are
 decisions whose records could not be made (a bug: logged with its traceback, and the sender
-carries on with the next). The service keeps
-serving without Kafka and says so in its readiness details.
+carries on with the next). The service keeps serving without Kafka and says so in its
+readiness details.
 """
 
 from __future__ import annotations

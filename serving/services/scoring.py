@@ -222,6 +222,6 @@ class ScoringPipeline:
             matrices.append(inputs)
         for (_, degraded), (scorer, transactions, matrices) in by_model.items():
             x = np.concatenate(matrices)
-            part = RoleScores(SHADOW, scorer, list(range(len(transactions))), x, scorer.score(x))
+            part = RoleScores.of(SHADOW, scorer, list(range(len(transactions))), x)
             batch = DecisionBatch("rest", part, transactions, now_us(), degraded)
             self.decision_log.offer([batch])
