@@ -85,9 +85,17 @@ def below_share(keys: Sequence[str], share: float) -> list[int]:
 
 
 def decision_id(transaction_id: str, model_version: str, role: str) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{transaction_id}\x1f{model_version}\x1f{role}".encode())
-    return digest.hexdigest()
+    return _decision_id(transaction_id, _id_suffix(model_version, role))
+
+
+def _id_suffix(model_version: str, role: str) -> bytes:
+    return f"\x1f{model_version}\x1f{role}".encode()
+
+
+def _decision_id(transaction_id: str, suffix: bytes) -> str:
+    """The digest of the transaction id and a model's `_id_suffix`: (transaction id, model
+    version, role) joined by the unit separator."""
+    return hashlib.blake2b(transaction_id.encode() + suffix, digest_size=16).hexdigest()
 
 
 class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -144,9 +152,10 @@ def decision_records(
     decided = now_us() if decided_at_us is None else decided_at_us
     cut = np.float32(threshold)
     vectors = np.ascontiguousarray(features, dtype="<f4")
+    suffix = _id_suffix(model_version, role)
     return [
         DecisionRecord(
-            decision_id=decision_id(tid, model_version, role),
+            decision_id=_decision_id(tid, suffix),
             transaction_id=tid,
             card_id=card,
             path=path,

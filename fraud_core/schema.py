@@ -28,7 +28,19 @@ Amount = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_AMOUNT)]
 UtcTimestamp = Annotated[dt.datetime, msgspec.Meta(tz=True)]
 
 
-class Transaction(msgspec.Struct, frozen=True, kw_only=True):
+class _TimestampMicros:
+    """`Transaction.timestamp_us`: computed on first read and kept in the instance's
+    `__dict__`, which later reads find before this descriptor (the features, the card state,
+    the merchant risk and the decision log each read it; a conversion costs 0.5 µs, and
+    `functools.cached_property` takes a lock on every first read in Python 3.11)."""
+
+    def __get__(self, transaction: Transaction, owner: type | None = None) -> int:
+        micros: int = to_micros(transaction.timestamp)
+        transaction.__dict__["timestamp_us"] = micros
+        return micros
+
+
+class Transaction(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     """One card transaction as it arrives on the wire (REST body, Kafka event)."""
 
     transaction_id: Identifier
@@ -41,9 +53,8 @@ class Transaction(msgspec.Struct, frozen=True, kw_only=True):
     channel: Category
     timestamp: UtcTimestamp
 
-    @property
-    def timestamp_us(self) -> int:
-        return to_micros(self.timestamp)
+    timestamp_us = _TimestampMicros()
+    """Microseconds since the epoch (`to_micros(timestamp)`)."""
 
 
 class LabelEvent(msgspec.Struct, frozen=True, kw_only=True):
