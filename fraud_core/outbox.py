@@ -112,7 +112,9 @@ class Outbox:
         headers: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         """Queue one record; `partition` None means the key's partition."""
-        self._topics[topic].append((key, value, partition, list(headers)))
+        self._topics[topic].append(
+            (key, value, partition, list(headers) if headers else _NO_HEADERS)
+        )
 
     def add_keyed(self, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
         """Queue (key, value) records, each to its key's partition, without headers: `add`
