@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, overload
 
 import msgspec
 import numpy as np
@@ -34,7 +34,15 @@ class _TimestampMicros:
     the merchant risk and the decision log each read it; a conversion costs 0.5 µs, and
     `functools.cached_property` takes a lock on every first read in Python 3.11)."""
 
-    def __get__(self, transaction: Transaction, owner: type | None = None) -> int:
+    @overload
+    def __get__(self, transaction: None, owner: type) -> _TimestampMicros: ...
+    @overload
+    def __get__(self, transaction: Transaction, owner: type | None = None) -> int: ...
+    def __get__(
+        self, transaction: Transaction | None, owner: type | None = None
+    ) -> int | _TimestampMicros:
+        if transaction is None:  # read on the class (introspection, documentation)
+            return self
         micros: int = to_micros(transaction.timestamp)
         transaction.__dict__["timestamp_us"] = micros
         return micros

@@ -25,6 +25,15 @@ def test_a_valid_transaction_decodes_with_a_utc_timestamp() -> None:
     assert txn.timestamp_us == to_micros(utc(2026, 1, 5, 10))
 
 
+def test_the_kept_timestamp_belongs_to_its_own_transaction() -> None:
+    txn = decode_json(msgspec.json.encode(GOOD), Transaction)
+    assert txn.timestamp_us == txn.timestamp_us == to_micros(utc(2026, 1, 5, 10))
+    later = msgspec.structs.replace(txn, timestamp=utc(2026, 1, 6, 10))
+    assert later.timestamp_us == to_micros(utc(2026, 1, 6, 10))
+    assert later != txn
+    assert msgspec.json.encode(txn) == msgspec.json.encode(GOOD)  # not a field on the wire
+
+
 def test_an_unseen_category_is_valid() -> None:
     txn = decode_json(
         msgspec.json.encode({**GOOD, "merchant_category": "space_travel"}), Transaction
