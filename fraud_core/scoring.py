@@ -26,7 +26,7 @@ from fraud_core.state import (
     MerchantState,
     card_features,
     merchant_features,
-    stateful_columns,
+    stateful_block,
 )
 
 if TYPE_CHECKING:
@@ -100,9 +100,8 @@ def transaction_matrix(
         "channel": [t.channel for t in transactions],
         "currency": [t.currency for t in transactions],
         "country": [t.country for t in transactions],
-        **stateful_columns(stateful),
     }
-    return feature_matrix(columns, contract)
+    return feature_matrix(columns, contract, stateful=stateful_block(stateful))
 
 
 def build_scores(

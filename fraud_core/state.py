@@ -9,7 +9,7 @@ serialised as MessagePack (never pickle).
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -258,7 +258,7 @@ def replay(
     return dict(zip(STATEFUL_FEATURES, out.T, strict=True))
 
 
-def stateful_columns(values: Sequence[Sequence[float]]) -> Mapping[str, np.ndarray]:
-    """Per-row lists of stateful feature values -> one column per feature, for feature_matrix."""
-    matrix = np.asarray(values, dtype=np.float64).reshape(len(values), len(STATEFUL_FEATURES))
-    return dict(zip(STATEFUL_FEATURES, matrix.T, strict=True))
+def stateful_block(values: Sequence[Sequence[float]]) -> np.ndarray:
+    """Per-row lists of stateful feature values -> one (n, len(STATEFUL_FEATURES)) float64
+    block, for feature_matrix."""
+    return np.asarray(values, dtype=np.float64).reshape(len(values), len(STATEFUL_FEATURES))
