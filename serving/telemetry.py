@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from typing import Any
 
 import msgspec
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import NoOpTracer, Tracer
+from opentelemetry.trace import INVALID_SPAN, NoOpTracer, Span, Tracer
 
 SERVICE = "fraudscale-serving"
+
+
+class _Untraced(NoOpTracer):
+    """The tracer when no traces are exported: its spans are one shared context manager
+    that records nothing. OpenTelemetry's own no-op tracer still makes each span the current
+    one in the context (4.4 µs a span; the scoring pipeline opens four per micro-batch)."""
+
+    _span = contextlib.nullcontext(INVALID_SPAN)
+
+    def start_as_current_span(  # type: ignore[override]
+        self, *args: Any, **kwargs: Any
+    ) -> contextlib.AbstractContextManager[Span]:
+        return self._span
 
 
 def make_tracer(otlp_endpoint: str, provider: TracerProvider | None = None) -> Tracer:
@@ -23,7 +38,7 @@ def make_tracer(otlp_endpoint: str, provider: TracerProvider | None = None) -> T
         provider = TracerProvider(resource=Resource.create({"service.name": SERVICE}))
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
     if provider is None:
-        return NoOpTracer()
+        return _Untraced()
     return provider.get_tracer("fraudscale.serving")
 
 
