@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 Headers = list[tuple[str, bytes]]
 _NO_HEADERS: Headers = []
@@ -158,12 +159,18 @@ class Outbox:
                     ):
                         if batch.record_count() == 0:
                             raise ValueError(f"a record for {topic} is larger than a batch")
-                        batch.close()
-                        future = await producer.send_batch(batch, topic, partition=partition)
-                        sent.append((future, batch.record_count()))
+                        sent.append(await _submit(producer, batch, topic, partition))
                         batch = producer.create_batch()
                 if batch.record_count():
-                    batch.close()
-                    future = await producer.send_batch(batch, topic, partition=partition)
-                    sent.append((future, batch.record_count()))
+                    sent.append(await _submit(producer, batch, topic, partition))
         return sent
+
+
+async def _submit(
+    producer: AIOKafkaProducer, batch: BatchBuilder, topic: str, partition: int
+) -> tuple[asyncio.Future[Any], int]:
+    """Close `batch` (complete: it leaves without the producer's linger, and no one else's
+    `send` can add to it) and hand it to `producer`: its future and its record count."""
+    batch.close()
+    future = await producer.send_batch(batch, topic, partition=partition)
+    return future, batch.record_count()
