@@ -210,6 +210,43 @@ async def _partitions(
     return set(found)
 
 
+async def _committed(
+    admin: AIOKafkaAdminClient, group: str, partitions: Iterable[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """The offset group `group` would read each partition from (0: nothing committed)."""
+    partitions = list(partitions)
+    try:
+        offsets = await admin.list_consumer_group_offsets(group, partitions=partitions)
+    except GroupCoordinatorNotAvailableError:  # no group yet on a new broker
+        offsets = {}
+    # -1 (or absent): nothing committed, the group reads the partition from its start
+    return {p: max(0, offsets[p].offset) if p in offsets else 0 for p in partitions}
+
+
+async def committed_and_held(
+    bootstrap: str, group: str, source: str, output: str
+) -> tuple[int, int]:
+    """How many records of `source` group `group` has committed, and how many `output` holds
+    (each summed over partitions). Where each input record has one output record, written
+    before the input is committed, the difference is what a dead worker wrote past its
+    commits: the worker that takes its partitions over writes each of those again."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        partitions = {
+            t["topic"]: [TopicPartition(t["topic"], p["partition"]) for p in t["partitions"]]
+            for t in await admin.describe_topics([source, output])
+        }
+        committed = await _committed(admin, group, partitions[source])
+        held = await consumer.end_offsets(partitions[output])
+        return sum(committed.values()), sum(held.values())
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
 async def wait_for_group(bootstrap: str, group: str, topic: str, timeout: float = 60) -> None:
     """Wait until consumer group `group` has committed every record `topic` holds: its work
     on them is done, outputs included (workers commit after their outputs are acknowledged)."""
@@ -223,15 +260,8 @@ async def wait_for_group(bootstrap: str, group: str, topic: str, timeout: float 
         partitions = await _partitions(consumer, topic, deadline)
         end = await consumer.end_offsets(partitions)
         while any(end.values()):  # an empty topic has nothing to commit
-            try:
-                committed = await admin.list_consumer_group_offsets(group, partitions=[*end])
-            except GroupCoordinatorNotAvailableError:  # no group yet on a new broker
-                committed = {}
-            # -1 (or absent): nothing committed, the group reads the partition from its start
-            behind = {
-                p.partition: end[p] - max(0, committed[p].offset if p in committed else 0)
-                for p in partitions
-            }
+            committed = await _committed(admin, group, partitions)
+            behind = {p.partition: end[p] - committed[p] for p in partitions}
             if not any(lag > 0 for lag in behind.values()):
                 return
             if loop.time() >= deadline:
