@@ -63,13 +63,13 @@ from fraud_core.inference import Scorer
 from fraud_core.model_store import ModelStore, Served
 from fraud_core.outbox import Outbox
 from fraud_core.rollout import CANARY, CHALLENGER
-from fraud_core.state import CardState, MerchantState
+from fraud_core.state import CardState
 from fraud_data.landing import read_landing
 from fraud_data.simulator import SimulationConfig, generate
 from fraud_devtools.kafka import LocalKafka
 from fraud_devtools.processes import pin_process, wait_until
 from fraud_devtools.stream_workers import LocalWorker, consume, produce, transaction_records
-from streaming.scoring import CardEntry, Record, score_transactions
+from streaming.scoring import CardEntry, Record, entry_risk, score_transactions
 
 console = Console()
 # aiokafka logs an ERROR while a topic it produces to is still being created: noise here.
@@ -159,7 +159,6 @@ async def plain_loop(
     await consumer.start()
     await producer.start()
     cards: dict[str, CardEntry] = {}
-    empty = MerchantState()
     done = 0
     try:
         while done < expected:
@@ -170,7 +169,7 @@ async def plain_loop(
                     records,
                     Served(scorer),
                     lambda card: cards.setdefault(card, CardEntry(-1, CardState())),
-                    lambda merchant: empty,
+                    lambda merchant, hour: entry_risk(None, hour),  # no labels, as the worker's
                 )
                 outbox = Outbox()
                 for score in batch.scores:

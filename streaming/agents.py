@@ -43,6 +43,7 @@ from streaming.scoring import (
     decode_card_entry,
     decode_merchant_entry,
     encode_entry,
+    entry_risk,
     score_transactions,
 )
 from streaming.settings import StreamSettings
@@ -148,7 +149,7 @@ class StreamWork:
                     records,
                     served,
                     self._card_entry,
-                    self._merchant_state,
+                    self._merchant_risk,
                     committed=committed,
                     reasons=self.settings.reasons,
                     decisions=self.settings.decision_log,
@@ -202,8 +203,8 @@ class StreamWork:
     def _card_entry(self, card_id: str) -> CardEntry:
         return decode_card_entry(read_entry(self.tables.card_to_state, card_id))
 
-    def _merchant_state(self, merchant_id: str) -> MerchantState:
-        return decode_merchant_entry(read_entry(self.tables.merchant_to_risk, merchant_id)).state
+    def _merchant_risk(self, merchant_id: str, hour: int) -> list[float]:
+        return entry_risk(read_entry(self.tables.merchant_to_risk, merchant_id), hour)
 
     def _card_changes(self, batch: ScoredBatch) -> Outbox:
         """The changed card entries (the changelog goes to the broker before the outputs)."""

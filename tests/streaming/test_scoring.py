@@ -11,7 +11,15 @@ import pytest
 from fraud_core.inference import Scorer
 from fraud_core.model_store import Served
 from fraud_core.schema import timestamps_us
-from fraud_core.state import CardState, MerchantState, end_states, replay
+from fraud_core.features import HOUR_US
+from fraud_core.state import (
+    CardState,
+    MerchantState,
+    add_label,
+    end_states,
+    merchant_features,
+    replay,
+)
 from fraud_devtools.stream_workers import label_records, transaction_records
 from streaming.scoring import (
     CardEntry,
@@ -20,10 +28,13 @@ from streaming.scoring import (
     apply_labels,
     decode_card_entry,
     encode_entry,
+    entry_risk,
+    risk_of,
     score_transactions,
 )
 
 pytestmark = pytest.mark.unit
+NO_LABELS = risk_of(lambda merchant: MerchantState())
 
 
 def as_records(pairs: list[tuple[bytes, bytes]], topic: str = "tx") -> list[Record]:
@@ -41,11 +52,11 @@ def test_a_redelivered_batch_scores_the_same_and_changes_no_state(
     def entry(card: str) -> CardEntry:
         return copy.deepcopy(cards.get(card, CardEntry(-1, CardState())))
 
-    first = score_transactions(records, Served(scorer), entry, lambda m: MerchantState())
+    first = score_transactions(records, Served(scorer), entry, NO_LABELS)
     cards.update({c: e for c, (_, e) in first.cards.items()})
     before = {c: encode_entry(e) for c, e in cards.items()}
     # After a crash, Kafka redelivers the tail from the last committed offset.
-    again = score_transactions(records[250:], Served(scorer), entry, lambda m: MerchantState())
+    again = score_transactions(records[250:], Served(scorer), entry, NO_LABELS)
     assert [s.score for s in again.scores] == [s.score for s in first.scores[250:]]
     assert {c: encode_entry(e) for c, (_, e) in again.cards.items()} == {
         c: before[c] for c in again.cards
@@ -76,7 +87,7 @@ def test_a_transaction_redelivered_after_later_ones_were_applied_gets_its_first_
 
     def run(batch: list[Record], committed: int = 0) -> list[float]:
         done = score_transactions(
-            batch, Served(scorer), entry, lambda m: MerchantState(), committed=lambda p: committed
+            batch, Served(scorer), entry, NO_LABELS, committed=lambda p: committed
         )
         entries.update({c: e for c, (_, e) in done.cards.items()})
         return [s.score for s in done.scores]
@@ -125,7 +136,7 @@ def test_undecodable_invalid_and_misrouted_records_become_dead_letters(
     )
     batch = score_transactions(
         records, Served(Scorer(trained.bundle)), lambda c: CardEntry(-1, CardState()),
-        lambda m: MerchantState(),
+        NO_LABELS,
     )  # fmt: skip
     assert len(batch.scores) == 1
     assert [d.record.offset for d in batch.dead] == [0, 1, 2]
@@ -135,3 +146,17 @@ def test_undecodable_invalid_and_misrouted_records_become_dead_letters(
     headers = dict(batch.dead[2].headers())
     assert headers["source.offset"] == b"2"
     assert b"must equal" in headers["error.reason"]
+
+
+def test_a_remembered_merchant_risk_follows_the_entry_as_labels_arrive() -> None:
+    """The worker remembers a merchant's risk per (entry, hour): a label changes the entry,
+    and the next ask gives the new state's risk, not the remembered one."""
+    hour = 500_000
+    entry = MerchantEntry(-1, MerchantState())
+    risks = []
+    for fraud in (True, False, True):
+        risks.append(entry_risk(encode_entry(entry), hour))
+        assert risks[-1] == merchant_features(entry.state, hour * HOUR_US)
+        add_label(entry.state, (hour - 2) * HOUR_US, fraud)
+    assert entry_risk(None, hour) == risks[0]  # no entry: no labels
+    assert len({tuple(r) for r in risks}) == 3
