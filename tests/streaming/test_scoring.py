@@ -8,10 +8,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from fraud_core.features import HOUR_US
 from fraud_core.inference import Scorer
 from fraud_core.model_store import Served
 from fraud_core.schema import timestamps_us
-from fraud_core.features import HOUR_US
 from fraud_core.state import (
     CardState,
     MerchantState,
