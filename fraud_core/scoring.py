@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import msgspec
 import numpy as np
 
-from fraud_core.features import N_FEATURES, DataContract, feature_matrix
+from fraud_core.features import HOUR_US, N_FEATURES, DataContract, feature_matrix
 from fraud_core.inference import Scorer
 from fraud_core.rollout import (
     CANARY,
@@ -75,11 +75,18 @@ def stateful_rows(
     cards: Sequence[CardState],
     merchants: Sequence[MerchantState],
 ) -> list[list[float]]:
-    """Each transaction's stateful feature values, from its card's and merchant's state."""
-    return [
-        card_features(card, card_event(t)) + merchant_features(merchant, t.timestamp_us)
-        for t, card, merchant in zip(transactions, cards, merchants, strict=True)
-    ]
+    """Each transaction's stateful feature values, from its card's and merchant's state. A
+    merchant's risk is the same for every transaction of one hour: worked out once per state
+    and hour."""
+    risks: dict[tuple[int, int], list[float]] = {}
+    rows = []
+    for t, card, merchant in zip(transactions, cards, merchants, strict=True):
+        key = (id(merchant), t.timestamp_us // HOUR_US)  # `merchants` holds each state meanwhile
+        risk = risks.get(key)
+        if risk is None:
+            risk = risks[key] = merchant_features(merchant, t.timestamp_us)
+        rows.append(card_features(card, card_event(t)) + risk)
+    return rows
 
 
 def card_event(transaction: Transaction) -> CardEvent:

@@ -9,7 +9,7 @@ from typing import Protocol
 import msgspec
 
 from fraud_core.online_store import REDIS_FAULTS, card_key, merchant_key
-from fraud_core.state import CardState, MerchantState, decode_card_state, decode_merchant_state
+from fraud_core.state import CardState, MerchantState, decode_card_state, read_merchant_state
 from serving.services.redis_lane import RedisLane
 from serving.telemetry import Throttled
 
@@ -76,10 +76,11 @@ class RedisOnlineState:
         n = len(cards)
         try:
             # States are only read here (features never change them), so transactions of one
-            # card or merchant share one decoded state.
+            # card or merchant share one decoded state; a merchant's is shared with the
+            # requests before it while its encoding is the same.
             card_states = dict(zip(cards, map(decode_card_state, values[:n]), strict=True))
             merchant_states = dict(
-                zip(merchants, map(decode_merchant_state, values[n:]), strict=True)
+                zip(merchants, map(read_merchant_state, values[n:]), strict=True)
             )
             return States(
                 [card_states[c] for c in card_ids], [merchant_states[m] for m in merchant_ids]

@@ -39,6 +39,7 @@ from fraud_core.state import (
     end_states,
     merchant_features,
     merchant_features_reference,
+    read_merchant_state,
     replay,
 )
 from fraud_data.simulator import CHANNELS, COUNTRIES, CURRENCIES, MERCHANT_CATEGORIES
@@ -196,6 +197,19 @@ def test_merchant_features_equal_the_one_window_at_a_time_reference(seed: int) -
             assert merchant_features(state, ts) == merchant_features_reference(state, ts)
         longest = max(longest, len(state.hours))
     assert longest > 100  # histories long enough to fill the longest window
+
+
+def test_a_shared_merchant_state_is_the_one_its_current_encoding_holds() -> None:
+    """Readers share a decoded merchant state while its encoding is the same (a copy of the
+    bytes, as each Redis read returns, finds it too); a label changes the encoding, and the
+    next read decodes the new state."""
+    state = MerchantState()
+    add_label(state, T0, True)
+    first = read_merchant_state(encode_state(state))
+    assert read_merchant_state(bytes(bytearray(encode_state(state)))) is first
+    add_label(state, T0 + HOUR, False)
+    assert read_merchant_state(encode_state(state)) == state != first
+    assert read_merchant_state(None) == MerchantState()
 
 
 def test_card_features_are_generated_from_any_specs_and_refuse_an_unknown_aggregate() -> None:
