@@ -386,15 +386,25 @@ def test_kill_9_then_every_score_of_every_transaction_equals_the_reference(
             lambda: first.metric("fraudscale_stream_transactions_total") >= n // 3, "work", 120
         )
         first.kill()
-    time.sleep(1)  # a request the broker had whole when the worker died is written by now
-    committed, held = asyncio.run(
-        committed_and_held(
-            stream.bootstrap,
-            stream.env["FRAUD_STREAM_APP_ID"],
-            stream.topic("transactions"),
-            stream.topic("scores"),
+
+    def left_behind() -> tuple[int, int]:
+        return asyncio.run(
+            committed_and_held(
+                stream.bootstrap,
+                stream.env["FRAUD_STREAM_APP_ID"],
+                stream.topic("transactions"),
+                stream.topic("scores"),
+            )
         )
-    )
+
+    # What the dead worker left, once the broker has written any request it had whole when
+    # the worker died: the same twice, half a second apart.
+    seen = [left_behind()]
+    while len(seen) < 2 or seen[-1] != seen[-2]:
+        assert len(seen) < 60, f"the dead worker's offsets still move: {seen[-3:]}"
+        time.sleep(0.5)
+        seen.append(left_behind())
+    committed, held = seen[-1]
     second = stream.worker(
         FRAUD_STREAM_DATA_DIR=first.env["FRAUD_STREAM_DATA_DIR"], FRAUD_STREAM_TABLE_STORE=store
     )
