@@ -10,8 +10,8 @@ with every merchant holding `--label-hours` labelled hours and every card ~80 tr
   worked out for each transaction one window at a time (`merchant_features_reference`,
   `card_features_reference`; what the worker did before session 22);
 - the worker's: the card windows by the function generated from the specs (`card_features`),
-  a merchant's risk asked once per merchant and hour of a batch and remembered per (encoded
-  entry, hour) (`streaming.scoring.entry_risk`).
+  a merchant's risk asked once per merchant and hour of a batch (`streaming.scoring.HourlyRisk`,
+  as `score_transactions` does) and remembered per (encoded entry, hour) (`entry_risk`).
 
 Both give the same values (checked on every batch). Medians per transaction; a batch that
 opens an hour pays for each merchant's risk once, the others find it remembered.
@@ -41,7 +41,13 @@ from fraud_core.state import (
     card_features_reference,
     merchant_features_reference,
 )
-from streaming.scoring import MerchantEntry, decode_merchant_entry, encode_entry, entry_risk
+from streaming.scoring import (
+    HourlyRisk,
+    MerchantEntry,
+    decode_merchant_entry,
+    encode_entry,
+    entry_risk,
+)
 
 Batch = list[tuple[CardState, str, CardEvent]]
 
@@ -58,15 +64,11 @@ def specification(batch: Batch, entries: dict[str, bytes]) -> list[list[float]]:
 
 
 def worker(batch: Batch, entries: dict[str, bytes]) -> list[list[float]]:
-    risks: dict[tuple[str, int], list[float]] = {}
-    out = []
-    for card, merchant, event in batch:
-        key = (merchant, event.ts_us // HOUR_US)
-        risk = risks.get(key)
-        if risk is None:
-            risk = risks[key] = entry_risk(entries[merchant], key[1])
-        out.append(card_features(card, event) + risk)
-    return out
+    risks = HourlyRisk(lambda merchant, hour: entry_risk(entries[merchant], hour))
+    return [
+        card_features(card, event) + risks[merchant, event.ts_us // HOUR_US]
+        for card, merchant, event in batch
+    ]
 
 
 def main() -> None:

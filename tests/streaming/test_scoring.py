@@ -29,12 +29,15 @@ from streaming.scoring import (
     decode_card_entry,
     encode_entry,
     entry_risk,
-    risk_of,
     score_transactions,
 )
 
 pytestmark = pytest.mark.unit
-NO_LABELS = risk_of(lambda merchant: MerchantState())
+
+
+def no_labels(merchant_id: str, hour: int) -> list[float]:
+    """Every merchant's risk before any label."""
+    return entry_risk(None, hour)
 
 
 def as_records(pairs: list[tuple[bytes, bytes]], topic: str = "tx") -> list[Record]:
@@ -52,11 +55,11 @@ def test_a_redelivered_batch_scores_the_same_and_changes_no_state(
     def entry(card: str) -> CardEntry:
         return copy.deepcopy(cards.get(card, CardEntry(-1, CardState())))
 
-    first = score_transactions(records, Served(scorer), entry, NO_LABELS)
+    first = score_transactions(records, Served(scorer), entry, no_labels)
     cards.update({c: e for c, (_, e) in first.cards.items()})
     before = {c: encode_entry(e) for c, e in cards.items()}
     # After a crash, Kafka redelivers the tail from the last committed offset.
-    again = score_transactions(records[250:], Served(scorer), entry, NO_LABELS)
+    again = score_transactions(records[250:], Served(scorer), entry, no_labels)
     assert [s.score for s in again.scores] == [s.score for s in first.scores[250:]]
     assert {c: encode_entry(e) for c, (_, e) in again.cards.items()} == {
         c: before[c] for c in again.cards
@@ -87,7 +90,7 @@ def test_a_transaction_redelivered_after_later_ones_were_applied_gets_its_first_
 
     def run(batch: list[Record], committed: int = 0) -> list[float]:
         done = score_transactions(
-            batch, Served(scorer), entry, NO_LABELS, committed=lambda p: committed
+            batch, Served(scorer), entry, no_labels, committed=lambda p: committed
         )
         entries.update({c: e for c, (_, e) in done.cards.items()})
         return [s.score for s in done.scores]
@@ -136,7 +139,7 @@ def test_undecodable_invalid_and_misrouted_records_become_dead_letters(
     )
     batch = score_transactions(
         records, Served(Scorer(trained.bundle)), lambda c: CardEntry(-1, CardState()),
-        NO_LABELS,
+        no_labels,
     )  # fmt: skip
     assert len(batch.scores) == 1
     assert [d.record.offset for d in batch.dead] == [0, 1, 2]
