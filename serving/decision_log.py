@@ -107,12 +107,14 @@ class DecisionLog:
         self._task = asyncio.create_task(self._run(), name="decision-log")
 
     async def close(self, drain_seconds: float = 2.0) -> None:
-        """Send what is queued (for at most `drain_seconds`), then stop."""
+        """Send what is queued and in flight (for at most `drain_seconds`), then stop. A sender
+        still making its first connection (a new topic being created) is waited for too; one
+        that found Kafka down is not."""
         if self._task is None:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain_seconds):
-                while self.queue and self.connected:
+                while (self.queue or self.in_flight) and (self.connected or not self.last_error):
                     await asyncio.sleep(0.01)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -150,10 +152,12 @@ class DecisionLog:
             # "connected" means records can go out now.
             async with asyncio.timeout(self.delivery_timeout_ms / 1000):
                 await producer.partitions_for(self.topic)
-        except (KafkaError, OSError, TimeoutError) as exc:
-            self._note_down(exc)
+        except (KafkaError, OSError, TimeoutError, asyncio.CancelledError) as exc:
             with contextlib.suppress(Exception):
                 await producer.stop()
+            if isinstance(exc, asyncio.CancelledError):  # closed while connecting
+                raise
+            self._note_down(exc)
             return False
         self._producer, self.connected = producer, True
         log.info("decision log connected to %s (topic %s)", self.bootstrap, self.topic)
