@@ -133,11 +133,6 @@ class Checkpoint:
         acknowledge()
         self._reached("acknowledge", number)
 
-    async def drain(self) -> None:
-        """Wait until every batch handed to the producer is acknowledged (or failed)."""
-        while self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
-
     def _reached(self, step: str, number: int) -> None:
         if self._kill_at == (step, number):
             log.warning("kill_at %s:%d: SIGKILL", step, number)
