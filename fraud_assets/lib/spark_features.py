@@ -8,6 +8,7 @@ the reference implementation in `fraud_core.state`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TypeAlias
 
@@ -96,17 +97,28 @@ latest timestamp is the group's, and the set of countries is the set of groups."
 _CARD_WINDOW_US = sorted({spec.window_us for spec in CARD_WINDOWS})
 
 
-def summary_interval(start_us: int, end_us: int) -> tuple[int, int]:
-    """[lo, hi): the history that every target's longest card frame holds whole and no shorter
-    frame touches, for targets with ts in [start_us, end_us). Empty (lo >= hi) when the
-    targets span too long, or when a longest-window spec needs the rows themselves."""
-    longest = _CARD_WINDOW_US[-1]
-    shorter = _CARD_WINDOW_US[-2] if len(_CARD_WINDOW_US) > 1 else 0
-    if any(s.aggregate not in _SUMMARISABLE for s in CARD_WINDOWS if s.window_us == longest):
-        return 0, 0
-    # A frame of t holds ts in [t - w, t): lo >= t - longest for every t < end_us, and
-    # hi <= t - shorter for every t >= start_us.
-    return end_us - longest, start_us - shorter
+def summary_intervals(start_us: int, end_us: int) -> list[tuple[int, int]]:
+    """The [lo, hi) intervals of history, oldest first, that can be collapsed to summary rows
+    for targets with ts in [start_us, end_us).
+
+    With the card windows' lengths L1 < ... < Lk, the history in [end - Lj, start - Lj-1) lies
+    whole in every target's frames of length Lj and longer and in no shorter frame (a frame
+    of t holds ts in [t - w, t)), so one summary row per (card, country) stands for it in
+    each of those frames: its ts, the group's latest, falls in the interval too. A length
+    has its interval only when every spec over it or a longer frame is `_SUMMARISABLE`.
+    Between two intervals lies a day (a target day's width) that only some targets' frames
+    of that length reach: it stays rows.
+    """
+    intervals = []
+    for j in range(len(_CARD_WINDOW_US) - 1, -1, -1):
+        length = _CARD_WINDOW_US[j]
+        if any(s.aggregate not in _SUMMARISABLE for s in CARD_WINDOWS if s.window_us >= length):
+            break
+        shorter = _CARD_WINDOW_US[j - 1] if j > 0 else 0
+        lo, hi = end_us - length, start_us - shorter
+        if lo < hi:
+            intervals.append((lo, hi))
+    return intervals
 
 
 def _rows(history: DataFrame) -> DataFrame:
@@ -119,18 +131,21 @@ _FRAME_INPUTS = ("card_id", "ts_us", "amount", "merchant_id", "country", _ROWS)
 
 def card_history(history: History, start_us: int, end_us: int) -> DataFrame:
     """What the card frames of targets in [start_us, end_us) read: the targets with every
-    column, and the longest window before start_us with only `_FRAME_INPUTS`, where the part
-    in `summary_interval` is collapsed to one row per (card, country).
+    column, and the longest window before start_us with only `_FRAME_INPUTS`, where each of
+    `summary_intervals` is collapsed to one row per (card, country).
 
-    A summary row carries the group's row count, amount sum and latest ts_us (other columns
-    null), so the longest frames aggregate the same values from far fewer rows: for one
-    target day, 3 days of transactions plus the summaries are sorted instead of 8 days.
+    A summary row carries its group's row count, amount sum and latest ts_us (other columns
+    null), so the frames aggregate the same values from far fewer rows: for one target day
+    with windows of 1 h, 24 h, 7 and 30 days, 3 days of transactions (the target day and the
+    two days that only some targets' 24 h and 7 d frames reach) are sorted with the
+    summaries of the rest, instead of 30.
     """
-    first = start_us - _CARD_WINDOW_US[-1]
-    lo, hi = summary_interval(start_us, end_us)
-    if lo < hi:
-        earlier = _rows(history(first, lo)).unionByName(_rows(history(hi, start_us)))
-        summaries = (
+    earlier: list[DataFrame] = []
+    cursor = start_us - _CARD_WINDOW_US[-1]
+    for lo, hi in summary_intervals(start_us, end_us):
+        if cursor < lo:
+            earlier.append(_rows(history(cursor, lo)).select(*_FRAME_INPUTS))
+        earlier.append(
             history(lo, hi)
             .groupBy("card_id", "country")
             .agg(
@@ -139,10 +154,13 @@ def card_history(history: History, start_us: int, end_us: int) -> DataFrame:
                 F.max("ts_us").alias("ts_us"),
             )
         )
-        earlier = earlier.select(*_FRAME_INPUTS).unionByName(summaries, allowMissingColumns=True)
-    else:
-        earlier = _rows(history(first, start_us)).select(*_FRAME_INPUTS)
-    return _rows(history(start_us, end_us)).unionByName(earlier, allowMissingColumns=True)
+        cursor = hi
+    if cursor < start_us:
+        earlier.append(_rows(history(cursor, start_us)).select(*_FRAME_INPUTS))
+    rows = _rows(history(start_us, end_us))
+    return functools.reduce(
+        lambda union, part: union.unionByName(part, allowMissingColumns=True), earlier, rows
+    )
 
 
 def card_window_features(history: History, start_us: int, end_us: int) -> DataFrame:
