@@ -136,9 +136,9 @@ def card_history(history: History, start_us: int, end_us: int) -> DataFrame:
 
     A summary row carries its group's row count, amount sum and latest ts_us (other columns
     null), so the frames aggregate the same values from far fewer rows: for one target day
-    with windows of 1 h, 24 h, 7 and 30 days, 3 days of transactions (the target day and the
-    two days that only some targets' 24 h and 7 d frames reach) are sorted with the
-    summaries of the rest, instead of 30.
+    with windows of 1 h, 24 h, 7 and 30 days, 4 days of transactions (the target day and the
+    three days that only some targets' 24 h, 7 d and 30 d frames reach) are sorted with the
+    summaries of the other 27, instead of 31 days of transactions.
     """
     earlier: list[DataFrame] = []
     cursor = start_us - _CARD_WINDOW_US[-1]
