@@ -22,12 +22,18 @@ lands during the seek to committed offsets after recovery. This queue keeps them
   forgets acknowledgements on revocation, so a partition revoked and assigned straight back
   would otherwise never be committed again): at once when the original was acknowledged,
   else when it is.
+On a clean shutdown (`close`, called before Faust's final commit) the queue passes on no
+more batches, waits until those passed on are acknowledged, and lets the records still queued
+go unacknowledged: the final commit then covers every score the worker wrote, and the next
+owner scores the rest, none twice.
+
 Other topics (labels, table changelogs) take Faust's normal path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 from faust.types import TP, AppT, Message, TopicT
@@ -44,6 +50,8 @@ class BatchQueue:
         self._done: dict[TP, int] = {}  # per partition, the last offset passed on
         self._acked: dict[TP, int] = {}  # per partition, the last offset acknowledged
         self._held: dict[TP, list[Message]] = {}  # copies waiting for their original's ack
+        self._unsettled = 0  # records passed on and not yet acknowledged
+        self._closed = False
 
     def subscribe(self, topic: TopicT) -> None:
         """Fetch `topic` (acknowledged, committed) and deliver it here instead of to streams."""
@@ -54,9 +62,11 @@ class BatchQueue:
         """Yield lists of up to `max_records` records of partitions this worker owns: all
         that wait, or the next fetch."""
         queue = self.queue
-        while True:
+        while not self._closed:
             if not self._waiting:
                 self._waiting = await queue.get()
+                if self._closed:
+                    return
             while len(self._waiting) < max_records and not queue.empty():
                 self._waiting.extend(queue.get_nowait())
             batch, self._waiting = self._waiting[:max_records], self._waiting[max_records:]
@@ -78,10 +88,12 @@ class BatchQueue:
                 else:
                     self._held.setdefault(m.tp, []).append(m)  # its original is in flight
             if new:
+                self._unsettled += len(new)
                 yield new
 
     def ack(self, messages: list[Message]) -> None:
         """The records' outputs are with the producer: their offsets may be committed."""
+        self._unsettled -= len(messages)
         ack = self.app.consumer.ack
         acked = self._acked
         for message in messages:
@@ -95,3 +107,29 @@ class BatchQueue:
                 del self._held[tp]
             else:
                 self._held[tp] = rest
+
+    def acknowledged(self) -> dict[TP, int]:
+        """Per partition, the offset after the last record acknowledged: every record before
+        it that this queue passed on is acknowledged (batches are acknowledged in order)."""
+        return {tp: offset + 1 for tp, offset in self._acked.items()}
+
+    async def close(self, timeout: float) -> int:
+        """Pass on no more batches, wait up to `timeout` seconds until every record passed on
+        is acknowledged, then let go of the records still queued: they stay unacknowledged
+        and uncommitted, for the next owner. Returns how many were let go."""
+        self._closed = True
+        if self.queue.empty():
+            self.queue.put_nowait([])  # wakes `batches` if it waits for the next fetch
+        deadline = time.monotonic() + timeout
+        while self._unsettled > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        left, self._waiting = self._waiting, []
+        while not self.queue.empty():
+            left.extend(self.queue.get_nowait())
+        for held in self._held.values():
+            left.extend(held)
+        self._held.clear()
+        unacked = self.app.consumer.unacked
+        for message in left:
+            unacked.discard(message)
+        return len(left)

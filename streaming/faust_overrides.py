@@ -16,8 +16,10 @@ is reviewed against the new code.
   the tables' changelogs, and `PartitionAssignor._global_table_standby_assignments` assigns a
   global table whose changelog it cannot see no standbys instead of failing the assignment.
 - `App` builds its transport with that consumer, producer and conductor, and uses that
-  assignor; `kafka_producer` reaches the aiokafka producer under Faust's (`_ensure_producer`)
-  for record batches (fraud_core.outbox).
+  assignor; a stopping worker's `_consumer_wait_empty` closes the batch queue and commits
+  what it acknowledged through Faust's `_commit_offsets` (and `maybe_wait_for_commit_to_finish`)
+  before Faust's final commit. `kafka_producer` reaches the aiokafka producer under Faust's
+  (`_ensure_producer`) for record batches (fraud_core.outbox).
 - `set_table_entry` writes a table's store directly (`Collection.data`; in the RocksDB store
   the partition's database, `Store._db_for_partition`, and its key index) and names its
   changelog, for changelog records produced with a batch's outputs (streaming.tables);
@@ -67,7 +69,7 @@ from aiokafka import AIOKafkaProducer
 from faust.stores import rocksdb
 from faust.tables.base import Collection
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP, AppT, Message, TableT, TransportT
+from faust.types import TP, AppT, ConsumerT, Message, TableT, TransportT
 from mode import Service, ServiceT
 
 from streaming.delivery import BatchQueue
@@ -268,6 +270,31 @@ class App(faust.App):
 
     def _new_transport(self) -> TransportT:
         return Transport(self.conf.broker_consumer, self)
+
+    async def _consumer_wait_empty(self, consumer: ConsumerT, logger: Any) -> None:
+        # Called on a revocation, and by a stopping worker before its final commit (with the
+        # fetcher stopped). Before this, a SIGTERM mid-stream left scores written past the
+        # committed offsets in about half of the runs of the test (4,000-19,000 of 44,000),
+        # which the next owner wrote again: Faust's wait for unacknowledged records ends
+        # once the consumer is stopping, so the batch task went on scoring queued records
+        # after the final commit; and that commit is skipped while a periodic one is under
+        # way, and one was seen to leave a hole in Faust's acknowledged lists (committed
+        # 1,957 while every offset to 3,090 was acknowledged, the list starting at 2,220),
+        # which no later commit passes. So a stopping worker closes the queue and commits
+        # what it acknowledged itself.
+        if self.should_stop:
+            released = await self.batches.close(self.shutdown_seconds / 2)
+            logger.info("stopping: %d fetched records left for the next owner", released)
+            faust_consumer = cast(Consumer, consumer)
+            await faust_consumer.maybe_wait_for_commit_to_finish()
+            offsets = {
+                tp: offset
+                for tp, offset in self.batches.acknowledged().items()
+                if offset > faust_consumer.committed_offset(tp)
+            }
+            if offsets:
+                await faust_consumer._commit_offsets(offsets)
+        await super()._consumer_wait_empty(consumer, logger)
 
 
 def kafka_producer(app: AppT) -> AIOKafkaProducer:

@@ -447,6 +447,33 @@ def test_kill_9_then_every_score_of_every_transaction_equals_the_reference(
         assert rocksdb_entries(folder, MERCHANT_TABLE, decode_merchant_entry) == merchants
 
 
+def test_a_sigterm_mid_stream_leaves_nothing_to_score_again(
+    stream: Stream, history: pa.Table
+) -> None:
+    """A rolling restart: the worker gets SIGTERM while it scores a backlog. It finishes what
+    it has fetched (Faust's `stream_wait_empty`: every record queued is tracked until its
+    batch is acknowledged) and commits it before it exits, so no score lies past the
+    committed offsets and its successor scores every other transaction once, none twice."""
+    first = stream.worker()
+    n = send(stream, "transactions", transaction_records(history))
+    wait_until(lambda: first.metric("fraudscale_stream_transactions_total") >= n // 4, "work", 120)
+    assert first.stop(timeout=60) < 15
+    committed, held = asyncio.run(
+        committed_and_held(
+            stream.bootstrap, stream.env["FRAUD_STREAM_APP_ID"], stream.topic("transactions"),
+            stream.topic("scores"),
+        )
+    )  # fmt: skip
+    assert committed < n  # stopped mid-stream
+    assert held == committed, f"{held - committed} scores past the committed offsets"
+    second = stream.worker(FRAUD_STREAM_DATA_DIR=first.env["FRAUD_STREAM_DATA_DIR"])
+    stream.settle()
+    scores = scores_by_id(read(stream, stream.topic("scores")))
+    assert len(scores) == n
+    assert max(len(answers) for answers in scores.values()) == 1
+    assert second.metric("fraudscale_stream_transactions_total") == n - committed
+
+
 def rocksdb_entries(folder: Path, table: str, decode) -> dict[str, object]:  # type: ignore[no-untyped-def]
     """A table's states as a stopped worker's RocksDB store holds them (all partitions)."""
     out: dict[str, object] = {}
