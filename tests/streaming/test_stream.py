@@ -474,6 +474,28 @@ def test_a_sigterm_mid_stream_leaves_nothing_to_score_again(
     assert second.metric("fraudscale_stream_transactions_total") == n - committed
 
 
+def test_a_rolling_restart_of_two_workers_scores_each_transaction_once(
+    stream: Stream, history: pa.Table
+) -> None:
+    """Two workers share a backlog; one gets SIGTERM (its pod replaced) and the other takes its
+    partitions over mid-backlog: every transaction has one score, none two."""
+    a, b = stream.worker(), stream.worker()
+    wait_until(
+        lambda: [w.metric("fraudscale_stream_assigned_partitions") for w in (a, b)] == [2, 2],
+        "the group to split the four partitions",
+        60,
+    )
+    n = send(stream, "transactions", transaction_records(history))
+    done = "fraudscale_stream_transactions_total"
+    wait_until(lambda: a.metric(done) + b.metric(done) >= n // 4, "work", 120)
+    assert b.stop(timeout=60) < 15
+    stream.settle()
+    scores = scores_by_id(read(stream, stream.topic("scores")))
+    assert len(scores) == n
+    twice = sum(len(answers) > 1 for answers in scores.values())
+    assert twice == 0, f"{twice} transactions scored twice"
+
+
 def rocksdb_entries(folder: Path, table: str, decode) -> dict[str, object]:  # type: ignore[no-untyped-def]
     """A table's states as a stopped worker's RocksDB store holds them (all partitions)."""
     out: dict[str, object] = {}
