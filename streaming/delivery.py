@@ -24,8 +24,8 @@ lands during the seek to committed offsets after recovery. This queue keeps them
   else when it is.
 On a clean shutdown (`close`, called before Faust's final commit) the queue passes on no
 more batches, waits until those passed on are acknowledged, and lets the records still queued
-go unacknowledged: the final commit then covers every score the worker wrote, and the next
-owner scores the rest, none twice.
+go unacknowledged; the worker then commits what `acknowledged` says, on the way down and on
+every revocation: the next owner scores the rest, none twice.
 
 Other topics (labels, table changelogs) take Faust's normal path.
 """

@@ -16,10 +16,11 @@ is reviewed against the new code.
   the tables' changelogs, and `PartitionAssignor._global_table_standby_assignments` assigns a
   global table whose changelog it cannot see no standbys instead of failing the assignment.
 - `App` builds its transport with that consumer, producer and conductor, and uses that
-  assignor; a stopping worker's `_consumer_wait_empty` closes the batch queue and commits
-  what it acknowledged through Faust's `_commit_offsets` (and `maybe_wait_for_commit_to_finish`)
-  before Faust's final commit. `kafka_producer` reaches the aiokafka producer under Faust's
-  (`_ensure_producer`) for record batches (fraud_core.outbox).
+  assignor; its `_consumer_wait_empty` (on a revocation and on the way down) closes the
+  batch queue when stopping and then commits what the queue knows to be acknowledged,
+  through Faust's `_commit_offsets` after `maybe_wait_for_commit_to_finish`.
+  `kafka_producer` reaches the aiokafka producer under Faust's (`_ensure_producer`) for
+  record batches (fraud_core.outbox).
 - `set_table_entry` writes a table's store directly (`Collection.data`; in the RocksDB store
   the partition's database, `Store._db_for_partition`, and its key index) and names its
   changelog, for changelog records produced with a batch's outputs (streaming.tables);
@@ -272,29 +273,32 @@ class App(faust.App):
         return Transport(self.conf.broker_consumer, self)
 
     async def _consumer_wait_empty(self, consumer: ConsumerT, logger: Any) -> None:
-        # Called on a revocation, and by a stopping worker before its final commit (with the
-        # fetcher stopped). Before this, a SIGTERM mid-stream left scores written past the
-        # committed offsets in about half of the runs of the test (4,000-19,000 of 44,000),
-        # which the next owner wrote again: Faust's wait for unacknowledged records ends
-        # once the consumer is stopping, so the batch task went on scoring queued records
-        # after the final commit; and that commit is skipped while a periodic one is under
-        # way, and one was seen to leave a hole in Faust's acknowledged lists (committed
-        # 1,957 while every offset to 3,090 was acknowledged, the list starting at 2,220),
-        # which no later commit passes. So a stopping worker closes the queue and commits
-        # what it acknowledged itself.
+        # Faust calls this on a revocation, and before a stopping worker's final commit (its
+        # fetcher stopped by then), to wait for the records taken to be acknowledged; then
+        # it commits. That left transactions scored twice in tests: SIGTERM mid-backlog
+        # (4,000-19,000 of 44,000 in about half of the runs; with a second worker taking
+        # over, 3,100-4,600 in every run) and a worker joining mid-backlog (3,600-10,100 of
+        # 131,000). Faust's wait ends at once when the consumer is stopping, so the batch
+        # task went on scoring queued records after the final commit; and a commit is
+        # skipped while a periodic one is under way, one of which was seen to leave a hole in
+        # Faust's acknowledged lists that no later commit passes (committed 1,957 while every
+        # offset to 3,090 was acknowledged, the list starting at 2,220). So a stopping worker
+        # closes the batch queue first, and either way the worker then commits what the
+        # queue knows to be acknowledged.
         if self.should_stop:
             released = await self.batches.close(self.shutdown_seconds / 2)
             logger.info("stopping: %d fetched records left for the next owner", released)
-            faust_consumer = cast(Consumer, consumer)
-            await faust_consumer.maybe_wait_for_commit_to_finish()
-            offsets = {
-                tp: offset
-                for tp, offset in self.batches.acknowledged().items()
-                if offset > faust_consumer.committed_offset(tp)
-            }
-            if offsets:
-                await faust_consumer._commit_offsets(offsets)
         await super()._consumer_wait_empty(consumer, logger)
+        faust_consumer = cast(Consumer, consumer)
+        await faust_consumer.maybe_wait_for_commit_to_finish()
+        assigned = faust_consumer.assignment()
+        offsets = {
+            tp: offset
+            for tp, offset in self.batches.acknowledged().items()
+            if tp in assigned and offset > faust_consumer.committed_offset(tp)
+        }
+        if offsets:
+            await faust_consumer._commit_offsets(offsets)
 
 
 def kafka_producer(app: AppT) -> AIOKafkaProducer:

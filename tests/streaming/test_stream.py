@@ -496,6 +496,36 @@ def test_a_rolling_restart_of_two_workers_scores_each_transaction_once(
     assert twice == 0, f"{twice} transactions scored twice"
 
 
+def test_a_worker_joining_mid_backlog_scores_nothing_twice(
+    stream: Stream, history: pa.Table
+) -> None:
+    """Scale-out: a second worker joins while the first scores a backlog; the partitions it
+    takes over are committed where the first left them: every transaction has one score."""
+    a = stream.worker()
+    # The history three times over (later ids and days), so the newcomer's start-up lands
+    # mid-backlog.
+    copies = [
+        history.set_column(
+            history.schema.get_field_index("transaction_id"), "transaction_id",
+            pc.binary_join_element_wise(history["transaction_id"], pa.scalar(f"-{k}"), ""),
+        ).set_column(
+            history.schema.get_field_index("timestamp"), "timestamp",
+            pc.add(history["timestamp"], pa.scalar(k * 14 * DAY_US, pa.duration("us"))),
+        )
+        for k in range(3)
+    ]  # fmt: skip
+    n = send(stream, "transactions", transaction_records(pa.concat_tables(copies)))
+    done = "fraudscale_stream_transactions_total"
+    wait_until(lambda: a.metric(done) >= n // 10, "work", 120)
+    b = stream.worker()
+    stream.settle()
+    assert b.metric(done) > 0  # the newcomer took partitions over mid-backlog
+    scores = scores_by_id(read(stream, stream.topic("scores")))
+    assert len(scores) == n
+    twice = sum(len(answers) > 1 for answers in scores.values())
+    assert twice == 0, f"{twice} transactions scored twice"
+
+
 def rocksdb_entries(folder: Path, table: str, decode) -> dict[str, object]:  # type: ignore[no-untyped-def]
     """A table's states as a stopped worker's RocksDB store holds them (all partitions)."""
     out: dict[str, object] = {}
