@@ -76,8 +76,8 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     before the broker lists an input topic it has just created owns none of its partitions
     until the next refresh, as does a group after partitions are added to a topic."""
     shutdown_seconds: float = 10.0
-    """After SIGTERM/SIGINT, the longest a worker spends on a clean shutdown (scoring what it
-    has already fetched, the final commit, leaving the group) before it exits anyway, e.g.
+    """After SIGTERM/SIGINT, the longest a worker spends on a clean shutdown (finishing the
+    batches it has begun, the final commit, leaving the group) before it exits anyway, e.g.
     when the broker is gone. A clean shutdown leaves nothing to score twice; one cut short
     loses nothing either: uncommitted input is processed again by whoever gets the
     partitions."""
