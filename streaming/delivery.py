@@ -50,7 +50,6 @@ class BatchQueue:
         self._done: dict[TP, int] = {}  # per partition, the last offset passed on
         self._acked: dict[TP, int] = {}  # per partition, the last offset acknowledged
         self._held: dict[TP, list[Message]] = {}  # copies waiting for their original's ack
-        self._unsettled = 0  # records passed on and not yet acknowledged
         self._closed = False
 
     def subscribe(self, topic: TopicT) -> None:
@@ -88,12 +87,10 @@ class BatchQueue:
                 else:
                     self._held.setdefault(m.tp, []).append(m)  # its original is in flight
             if new:
-                self._unsettled += len(new)
                 yield new
 
     def ack(self, messages: list[Message]) -> None:
         """The records' outputs are with the producer: their offsets may be committed."""
-        self._unsettled -= len(messages)
         ack = self.app.consumer.ack
         acked = self._acked
         for message in messages:
@@ -113,6 +110,12 @@ class BatchQueue:
         it that this queue passed on is acknowledged (batches are acknowledged in order)."""
         return {tp: offset + 1 for tp, offset in self._acked.items()}
 
+    def _settled(self) -> bool:
+        """Every record passed on is acknowledged (the last offset passed on, per partition,
+        against the last acknowledged; partitions let go on a revocation aside)."""
+        acked = self._acked
+        return all(acked.get(tp, -1) >= last for tp, last in self._done.items())
+
     async def close(self, timeout: float) -> int:
         """Pass on no more batches, wait up to `timeout` seconds until every record passed on
         is acknowledged, then let go of the records still queued: they stay unacknowledged
@@ -121,7 +124,7 @@ class BatchQueue:
         if self.queue.empty():
             self.queue.put_nowait([])  # wakes `batches` if it waits for the next fetch
         deadline = time.monotonic() + timeout
-        while self._unsettled > 0 and time.monotonic() < deadline:
+        while not self._settled() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         left, self._waiting = self._waiting, []
         while not self.queue.empty():
