@@ -447,6 +447,15 @@ def test_kill_9_then_every_score_of_every_transaction_equals_the_reference(
         assert rocksdb_entries(folder, MERCHANT_TABLE, decode_merchant_entry) == merchants
 
 
+def assert_each_scored_once(stream: Stream, n: int) -> None:
+    """Once every transaction sent is committed, each of the `n` has exactly one score."""
+    stream.settle()
+    scores = scores_by_id(read(stream, stream.topic("scores")))
+    assert len(scores) == n
+    twice = sum(len(answers) > 1 for answers in scores.values())
+    assert twice == 0, f"{twice} transactions scored twice"
+
+
 def test_a_sigterm_mid_stream_leaves_nothing_to_score_again(
     stream: Stream, history: pa.Table
 ) -> None:
@@ -467,10 +476,7 @@ def test_a_sigterm_mid_stream_leaves_nothing_to_score_again(
     assert committed < n  # stopped mid-stream
     assert held == committed, f"{held - committed} scores past the committed offsets"
     second = stream.worker(FRAUD_STREAM_DATA_DIR=first.env["FRAUD_STREAM_DATA_DIR"])
-    stream.settle()
-    scores = scores_by_id(read(stream, stream.topic("scores")))
-    assert len(scores) == n
-    assert max(len(answers) for answers in scores.values()) == 1
+    assert_each_scored_once(stream, n)
     assert second.metric("fraudscale_stream_transactions_total") == n - committed
 
 
@@ -489,11 +495,7 @@ def test_a_rolling_restart_of_two_workers_scores_each_transaction_once(
     done = "fraudscale_stream_transactions_total"
     wait_until(lambda: a.metric(done) + b.metric(done) >= n // 4, "work", 120)
     assert b.stop(timeout=60) < 15
-    stream.settle()
-    scores = scores_by_id(read(stream, stream.topic("scores")))
-    assert len(scores) == n
-    twice = sum(len(answers) > 1 for answers in scores.values())
-    assert twice == 0, f"{twice} transactions scored twice"
+    assert_each_scored_once(stream, n)
 
 
 def test_a_worker_joining_mid_backlog_scores_nothing_twice(
@@ -518,12 +520,8 @@ def test_a_worker_joining_mid_backlog_scores_nothing_twice(
     done = "fraudscale_stream_transactions_total"
     wait_until(lambda: a.metric(done) >= n // 10, "work", 120)
     b = stream.worker()
-    stream.settle()
+    assert_each_scored_once(stream, n)
     assert b.metric(done) > 0  # the newcomer took partitions over mid-backlog
-    scores = scores_by_id(read(stream, stream.topic("scores")))
-    assert len(scores) == n
-    twice = sum(len(answers) > 1 for answers in scores.values())
-    assert twice == 0, f"{twice} transactions scored twice"
 
 
 def rocksdb_entries(folder: Path, table: str, decode) -> dict[str, object]:  # type: ignore[no-untyped-def]
