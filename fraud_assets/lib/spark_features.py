@@ -140,11 +140,15 @@ def card_history(history: History, start_us: int, end_us: int) -> DataFrame:
     three days that only some targets' 24 h, 7 d and 30 d frames reach) are sorted with the
     summaries of the other 27, instead of 31 days of transactions.
     """
+
+    def raw(lo: int, hi: int) -> DataFrame:
+        return _rows(history(lo, hi)).select(*_FRAME_INPUTS)
+
     earlier: list[DataFrame] = []
     cursor = start_us - _CARD_WINDOW_US[-1]
     for lo, hi in summary_intervals(start_us, end_us):
         if cursor < lo:
-            earlier.append(_rows(history(cursor, lo)).select(*_FRAME_INPUTS))
+            earlier.append(raw(cursor, lo))
         earlier.append(
             history(lo, hi)
             .groupBy("card_id", "country")
@@ -156,7 +160,7 @@ def card_history(history: History, start_us: int, end_us: int) -> DataFrame:
         )
         cursor = hi
     if cursor < start_us:
-        earlier.append(_rows(history(cursor, start_us)).select(*_FRAME_INPUTS))
+        earlier.append(raw(cursor, start_us))
     rows = _rows(history(start_us, end_us))
     return functools.reduce(
         lambda union, part: union.unionByName(part, allowMissingColumns=True), earlier, rows
