@@ -24,7 +24,18 @@ $(UV):
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
-.venv/.synced: $(UV) pyproject.toml uv.lock
+# fraud_native (the `native` extra) is Rust: uv builds it with cargo, rustup's when a login
+# shell did not put it on PATH, else Debian's cargo-web (installed when missing).
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+NATIVE_SOURCES := fraud_native/Cargo.toml fraud_native/Cargo.lock fraud_native/pyproject.toml \
+  fraud_native/fraud_native.pyi $(wildcard fraud_native/src/*.rs)
+
+.PHONY: cargo
+cargo: ## Install Debian's cargo-web when no cargo is on PATH (fraud_native is built with it)
+	@command -v cargo >/dev/null || { echo "installing Debian's cargo-web (builds fraud_native)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cargo-web >/dev/null; }
+
+.venv/.synced: $(UV) pyproject.toml uv.lock $(NATIVE_SOURCES) | cargo
 	$(UV) sync --frozen --all-extras
 	@touch $@
 
@@ -49,10 +60,11 @@ lock: $(UV) ## Re-resolve dependencies into uv.lock
 	$(UV) lock
 
 .PHONY: lint
-lint: install ## Ruff lint + format check, mypy
+lint: install ## Ruff lint + format check, mypy; rustfmt and clippy on fraud_native
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
+	cd fraud_native && cargo fmt --check && cargo clippy --quiet --release -- -D warnings
 
 .PHONY: format
 format: install ## Apply ruff's fixes and formatting

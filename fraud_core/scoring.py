@@ -14,10 +14,10 @@ from fraud_core.rollout import (
     CANARY,
     CHAMPION,
     SHADOW,
-    DecisionRecord,
+    Decisions,
     below_share,
     canary_cards,
-    decision_records,
+    decision_log_messages,
 )
 from fraud_core.schema import Transaction
 from fraud_core.state import (
@@ -141,7 +141,7 @@ def build_scores(
     ]
 
 
-def transaction_decisions(
+def role_decisions(
     path: str,
     role: str,
     scorer: Scorer,
@@ -150,10 +150,11 @@ def transaction_decisions(
     scores: np.ndarray,
     decided_at_us: int | None = None,
     degraded: bool = False,
-) -> list[DecisionRecord]:
-    """The decision-log records of `scorer`'s scores of `transactions` (inputs `x`)."""
+) -> Decisions:
+    """`scorer`'s scores of `transactions` (inputs `x`) as the decision log takes them
+    (`decision_records`, `decision_log_messages`)."""
     meta = scorer.metadata
-    return decision_records(
+    return Decisions(
         path=path,
         role=role,
         model_name=meta.name,
@@ -298,8 +299,8 @@ def score_as(
 
 
 class DecisionBatch(NamedTuple):
-    """One role's part of a batch as the decision log takes it: its records are made by
-    `records()`, which the REST decision log calls in its sender, hundreds of decisions at a
+    """One role's part of a batch as the decision log takes it: its messages are made by
+    `messages()`, which the REST decision log calls in its sender, hundreds of decisions at a
     time, instead of on the path that answers requests."""
 
     path: str
@@ -313,10 +314,19 @@ class DecisionBatch(NamedTuple):
     def size(self) -> int:
         return len(self.part.rows)
 
-    def records(self) -> list[DecisionRecord]:
+    def messages(self) -> list[tuple[bytes, bytes]]:
+        """The decision topic's (key, value) messages of these decisions
+        (`decision_log_messages`: compiled when fraud_native is installed)."""
         part, transactions = self.part, self.transactions
         chosen = [transactions[i] for i in part.rows]
-        return transaction_decisions(
-            self.path, part.role, part.scorer, chosen, part.x, part.scores, self.decided_at_us,
-            self.degraded,
+        return decision_log_messages(
+            **role_decisions(
+                self.path, part.role, part.scorer, chosen, part.x, part.scores,
+                self.decided_at_us, self.degraded,
+            )
         )  # fmt: skip
+
+    def alerts(self) -> int:
+        """How many of these decisions are alerts (as their records say)."""
+        cut = np.float32(self.part.scorer.metadata.threshold)
+        return int(np.count_nonzero(self.part.scores >= cut))

@@ -81,6 +81,20 @@ def base() -> str:
     return BASE
 
 
+def native_wheel() -> Path:
+    """fraud_native's wheel (the `native` extra), built here with cargo into
+    build/native-wheel for the image to install: the image needs no Rust toolchain."""
+    out = ROOT / "build" / "native-wheel"
+    shutil.rmtree(out, ignore_errors=True)
+    subprocess.run(
+        [str(ROOT / ".tools" / "bin" / "uv"), "build", "--wheel", "--quiet",
+         "--out-dir", str(out), str(ROOT / "fraud_native")],
+        check=True,
+    )  # fmt: skip
+    (wheel,) = out.glob("*.whl")
+    return wheel
+
+
 def build(role: str) -> str:
     """The role's image from deploy/Containerfile, on the base; returns its name."""
     if role not in ROLES:
@@ -88,6 +102,7 @@ def build(role: str) -> str:
     if not (ROOT / ".tools" / "bin" / "uv").exists():
         raise FileNotFoundError(".tools/bin/uv is missing: `make install` puts it there")
     name = image_name(role)
+    native_wheel()
     trust = []
     bundle = os.environ.get("SSL_CERT_FILE", "")
     if bundle and Path(bundle).is_file():  # the host's CA bundle, for PyPI behind a proxy

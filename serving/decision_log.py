@@ -30,20 +30,19 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from fraud_core.outbox import RECORD_BATCH_BYTES, Outbox
-from fraud_core.rollout import DecisionRecord, decision_messages
 
 log = logging.getLogger(__name__)
 SEND_BATCH = 1000
 
 
 class Decisions(Protocol):
-    """Decisions as queued: `size` of them, made into records by the sender
-    (fraud_core.scoring.DecisionBatch)."""
+    """Decisions as queued: `size` of them, made into the topic's (key, value) messages by
+    the sender (fraud_core.scoring.DecisionBatch)."""
 
     @property
     def size(self) -> int: ...
 
-    def records(self) -> list[DecisionRecord]: ...
+    def messages(self) -> list[tuple[bytes, bytes]]: ...
 
 
 class DecisionLog:
@@ -173,7 +172,7 @@ class DecisionLog:
         self.queued -= count
         self.in_flight, self._sent_at = count, time.monotonic()
         try:
-            messages = decision_messages(r for _, batch in taken for r in batch.records())
+            messages = [m for _, batch in taken for m in batch.messages()]
         except Exception:  # a bug of ours: these decisions are lost, the log carries on
             log.exception("decision log: %d decisions could not be made into records", count)
             self.dropped["record_failed"] += count

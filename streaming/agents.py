@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from fraud_core.model_store import ModelHolder, Served
 from fraud_core.online_store import REDIS_FAULTS, connect_async, queue_states
 from fraud_core.outbox import Outbox, track_topics
-from fraud_core.rollout import SHADOW, decision_messages
+from fraud_core.rollout import SHADOW
 from fraud_core.runtime import freeze_start_up_heap
 from fraud_core.state import CardState, MerchantState
 from streaming import metrics
@@ -224,7 +224,7 @@ class StreamWork:
                 alert = Alert(transaction=transaction, score=score)
                 outbox.add(self._alerts, key, _json.encode(alert))
                 metrics.alerts.inc()
-        outbox.add_keyed(self._decisions, decision_messages(batch.decisions))
+        outbox.add_keyed(self._decisions, (m for d in batch.decisions for m in d.messages()))
         return outbox
 
     def _queue_dead_letters(self, outbox: Outbox, dead: Sequence[DeadLetter]) -> None:
@@ -255,10 +255,12 @@ class StreamWork:
         for score in batch.scores:
             key = (score.model_version, score.role, score.decision)
             counts[key] = counts.get(key, 0) + 1
-        for record in batch.decisions:
-            if record.role == SHADOW:
-                key = (record.model_version, SHADOW, record.decision)
-                counts[key] = counts.get(key, 0) + 1
+        for shadow in batch.decisions:
+            if shadow.part.role == SHADOW:
+                version, alerts = shadow.part.scorer.metadata.version, shadow.alerts()
+                for decision, n in (("alert", alerts), ("allow", shadow.size - alerts)):
+                    key = (version, SHADOW, decision)
+                    counts[key] = counts.get(key, 0) + n
         for (version, role, decision), n in counts.items():
             metrics.decisions.labels(version, role, decision).inc(n)
 

@@ -34,7 +34,7 @@ import msgspec
 
 from fraud_core.features import HOUR_US
 from fraud_core.model_store import Served
-from fraud_core.rollout import DecisionRecord, now_us
+from fraud_core.rollout import now_us
 from fraud_core.schema import LabelEvent, SchemaError, Transaction, decode_json
 from fraud_core.scoring import (
     DecisionBatch,
@@ -203,8 +203,9 @@ class ScoredBatch:
     committed, so only a reset of the group's offsets replays them): scored from the state."""
     newest: dict[int, int] = field(default_factory=dict)
     """Per input partition, the newest event time (us) this batch applied to card state."""
-    decisions: list[DecisionRecord] = field(default_factory=list)
-    """The decision log's records: every role's, the challenger's shadow scores included."""
+    decisions: list[DecisionBatch] = field(default_factory=list)
+    """The decision log's decisions by role: every role's, the challenger's shadow scores
+    included (`DecisionBatch.messages` makes their records)."""
 
 
 def _no_commit_known(partition: int) -> int:
@@ -268,8 +269,10 @@ def score_transactions(
     logged = []
     if decisions:
         shadow = shadow_scores(served, transactions, stateful, parts, shadow_sample)
-        for part in [*parts, shadow] if shadow else parts:
-            logged += DecisionBatch("stream", part, transactions, decided_at).records()
+        logged = [
+            DecisionBatch("stream", part, transactions, decided_at)
+            for part in ([*parts, shadow] if shadow else parts)
+        ]
     return ScoredBatch(
         scores,
         transactions, dead, touched, redelivered, unremembered, newest, logged,

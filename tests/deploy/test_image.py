@@ -128,6 +128,8 @@ def test_the_image_runs_the_rest_role_as_a_non_root_user_behind_tini(image: str)
     )
     assert listing.count("No such file or directory") == 5  # no compilers, uv or caches
     assert "No module named 'lightgbm'" in listing  # only the serving role's dependencies
+    compiled = run_in(image, "python -c 'import fraud_core.rollout as r; print(r.COMPILED)'")
+    assert compiled.strip() == "True"  # the decision log's records made by fraud_native
 
 
 def test_the_rest_role_answers_from_inside_the_image(rest: str, trained) -> None:  # type: ignore[no-untyped-def]

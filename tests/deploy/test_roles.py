@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 from functools import cache
 from importlib.metadata import packages_distributions
 from pathlib import Path
@@ -54,16 +55,21 @@ def imports(packages: list[str]) -> dict[str, set[str]]:
 
 @cache
 def closure(role: str) -> set[str]:
-    """Distributions `uv sync --extra <role> --no-dev` installs (from uv.lock)."""
+    """Distributions `uv sync --extra <role> --no-dev` installs (from uv.lock), and the
+    `native` extra (fraud_native, installed from a wheel built beside the image)."""
     exported = subprocess.run(
         [str(ROOT / ".tools" / "bin" / "uv"), "export", "--frozen", "--no-dev",
-         "--extra", role, "--no-emit-project", "--no-hashes", "--no-header"],
+         "--extra", role, "--extra", "native", "--no-emit-project", "--no-hashes",
+         "--no-header"],
         capture_output=True, text=True, check=True, cwd=ROOT,
     ).stdout  # fmt: skip
     names = set()
     for line in exported.splitlines():
         line = line.strip()
-        if line and not line.startswith(("#", "-")):
+        if line.startswith("./"):  # a path source: the project in that folder
+            pyproject = ROOT / line.split(";")[0].strip() / "pyproject.toml"
+            names.add(normalize(tomllib.loads(pyproject.read_text())["project"]["name"]))
+        elif line and not line.startswith(("#", "-")):
             names.add(normalize(line.split("==")[0].split(";")[0].split("[")[0]))
     return names
 

@@ -17,13 +17,16 @@ from fraud_core.rollout import (
     CANARY,
     CHALLENGER,
     CHAMPION,
+    COMPILED,
     SHADOW,
     RolloutPlan,
     below_share,
     bucket,
     canary_cards,
     decision_id,
+    decision_log_messages,
     decision_messages,
+    decision_records,
     decode_decision,
     encode_decision,
     feature_vector,
@@ -31,11 +34,11 @@ from fraud_core.rollout import (
 )
 from fraud_core.schema import Transaction
 from fraud_core.scoring import (
+    role_decisions,
     sampled,
     score_by_role,
     shadow_inputs,
     stateful_rows,
-    transaction_decisions,
     transaction_matrix,
 )
 from fraud_core.state import CardState, MerchantState
@@ -87,7 +90,9 @@ def test_records_carry_the_float32_vector_and_round_trip(trained, history) -> No
     rows = history.slice(0, 5)
     x = feature_matrix(model_columns(rows), scorer.contract)
     transactions = transactions_of(rows)
-    records = transaction_decisions("rest", CHAMPION, scorer, transactions, x, scorer.score(x))
+    records = decision_records(
+        **role_decisions("rest", CHAMPION, scorer, transactions, x, scorer.score(x))
+    )
     back = [decode_decision(encode_decision(r)) for r in records]
     assert back == records
     assert np.array_equal(np.asarray([feature_vector(r) for r in back]), x)
@@ -105,11 +110,63 @@ def test_decision_messages_are_each_record_keyed_by_its_transaction(trained, his
         msgspec.structs.replace(t, transaction_id=i)
         for t, i in zip(transactions_of(rows), ids, strict=True)
     ]
-    records = transaction_decisions("rest", CHAMPION, scorer, transactions, x, scorer.score(x))
+    records = decision_records(
+        **role_decisions("rest", CHAMPION, scorer, transactions, x, scorer.score(x))
+    )
     messages = decision_messages(records)
     assert [key for key, _ in messages] == [i.encode() for i in ids]
     assert [decode_decision(value) for _, value in messages] == records
     assert decision_messages([]) == []
+
+
+def _random_text(rng: np.random.Generator) -> str:
+    """Ids as a client might send them: plain, or with quotes, backslashes, control
+    characters, DEL, non-ASCII letters, line separators and astral-plane characters."""
+    alphabet = ["a", "Z", "7", "-", '"', "\\", "\n", "\t", "\r", "\b", "\f", "\x00", "\x1f",
+                "\x7f", "é", "\u2028", "中", "\U0001f4b3", " "]  # fmt: skip
+    if rng.random() < 0.5:
+        return f"t-{rng.integers(10**12)}"
+    return "".join(rng.choice(alphabet, size=int(rng.integers(0, 12))))
+
+
+def _random_scores(rng: np.random.Generator, n: int) -> np.ndarray:
+    """float32 scores, with the ones a float's text makes hard: tiny and huge, exact
+    powers of ten, zeros of both signs, the threshold itself, NaN and the infinities."""
+    pool = np.array([0.0, -0.0, 1.0, 0.5, 1e-5, 1e-6, 3.0994415e-06, 1e16, 1e17, 1e-45,
+                     3.4e38, np.nan, np.inf, -np.inf, 0.1, 0.25], dtype=np.float32)  # fmt: skip
+    scores = rng.random(n).astype(np.float32) ** rng.integers(1, 30)
+    special = rng.random(n) < 0.3
+    scores[special] = rng.choice(pool, size=int(special.sum()))
+    return scores
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_compiled_decision_messages_equal_the_specification(seed: int) -> None:
+    """`decision_log_messages` (fraud_native, compiled) makes the same bytes as the
+    specification, `decision_messages(decision_records(...))`, on random batches."""
+    assert COMPILED, "fraud_native is not installed: `make install` builds it (needs cargo)"
+    rng = np.random.default_rng(seed)
+    for _ in range(50):
+        n = int(rng.integers(0, 40))
+        fields = {
+            "path": str(rng.choice(["rest", "stream", "batch"])),
+            "role": str(rng.choice([CHAMPION, CANARY, SHADOW])),
+            "model_name": _random_text(rng),
+            "model_version": _random_text(rng),
+            "threshold": float(rng.choice([0.5, 0.1, 1e-5, 0.123456789, 1.0, 0.25])),
+            "transaction_ids": [_random_text(rng) for _ in range(n)],
+            "card_ids": [_random_text(rng) for _ in range(n)],
+            "event_times_us": rng.integers(-(2**62), 2**62, size=n).tolist(),
+            "features": (rng.standard_normal((n, 7)) * 10.0 ** rng.integers(-40, 38)).astype(
+                np.float32
+            ),
+            "scores": _random_scores(rng, n),
+            "decided_at_us": int(rng.integers(0, 2**62)),
+            "degraded": bool(rng.random() < 0.5),
+        }
+        compiled = decision_log_messages(**fields)
+        specified = decision_messages(decision_records(**fields))
+        assert compiled == specified
 
 
 def test_the_store_keeps_one_pointer_per_role(tmp_path: Path, trained, second_model) -> None:  # type: ignore[no-untyped-def]

@@ -19,7 +19,7 @@ from fraud_core.rollout import (
     CHAMPION,
     SHADOW,
     DecisionRecord,
-    decision_records,
+    decision_log_messages,
     decode_decision,
     feature_vector,
     in_canary,
@@ -160,18 +160,19 @@ class Unrecordable:
 
     size = 3
 
-    def records(self) -> list[DecisionRecord]:
+    def messages(self) -> list[tuple[bytes, bytes]]:
         raise ValueError("a bug")
 
 
 class Recordable:
     size = 2
 
-    def records(self) -> list[DecisionRecord]:
-        return decision_records(
+    def messages(self) -> list[tuple[bytes, bytes]]:
+        return decision_log_messages(
             path="rest", role=CHAMPION, model_name="m", model_version="1", threshold=0.5,
             transaction_ids=["t1", "t2"], card_ids=["c1", "c2"], event_times_us=[1, 2],
-            features=np.zeros((2, 3), dtype=np.float32), scores=np.array([0.1, 0.9]),
+            features=np.zeros((2, 3), dtype=np.float32),
+            scores=np.array([0.1, 0.9], dtype=np.float32),
         )  # fmt: skip
 
 
