@@ -11,20 +11,26 @@ partitioner's (murmur2 of the key, as the Java client and aiokafka choose them),
 where `send` would put them and consumers see the same per-key order; `murmur2_many`
 computes them for a whole flush with numpy (aiokafka's pure-Python murmur2 costs ~3 µs a
 key, a few percent of a transaction).
+
+With fraud_native installed (the `native` extra), a topic's records become their record
+batches in one compiled call (`fraud_native.record_batches`: the same partitions, the same
+split, the same bytes as aiokafka's `BatchBuilder`, which a test holds it to), for an
+uncompressed producer without serializers, as this project's are; records with headers (dead
+letters) and a producer that compresses take the path above.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
-from aiokafka.producer.message_accumulator import BatchBuilder
 
 Headers = list[tuple[str, bytes]]
 _NO_HEADERS: Headers = []
@@ -32,6 +38,33 @@ _NO_HEADERS: Headers = []
 RECORD_BATCH_BYTES = 512 * 1024
 """The producers' record-batch size (aiokafka's default, 16 KiB, meant a produce request per
 ~25 decision records); below the broker's 1 MiB message limit."""
+
+
+def _compiled() -> Callable[..., list[tuple[int, Any]]] | None:
+    try:
+        from fraud_native import record_batches
+    except ImportError:  # the `native` extra is not installed: aiokafka's builder serves
+        return None
+    return record_batches
+
+
+_record_batches = _compiled()
+
+
+def _plain_batches(producer: AIOKafkaProducer) -> tuple[int, bool] | None:
+    """(batch size, transactional) when `producer`'s batches are what `record_batches`
+    makes (uncompressed, no serializers), else None."""
+    accumulator = getattr(producer, "_message_accumulator", None)
+    if (
+        _record_batches is None
+        or getattr(accumulator, "_compression_type", None) != 0
+        or getattr(producer, "_key_serializer", 0) is not None
+        or getattr(producer, "_value_serializer", 0) is not None
+    ):
+        return None
+    transactions = accumulator._txn_manager  # type: ignore[union-attr]
+    transactional = transactions is not None and transactions.transactional_id is not None
+    return accumulator._batch_size, transactional  # type: ignore[union-attr]
 
 
 def key_partition(key: bytes | None, partitions: int) -> int:
@@ -102,6 +135,9 @@ class Outbox:
         self._topics: dict[str, list[tuple[bytes | None, bytes, int | None, Headers]]] = (
             defaultdict(list)
         )
+        self._by_record: set[str] = set()
+        """Topics with a record `record_batches` does not take (headers, or neither a key
+        nor a partition): built record by record."""
 
     def add(
         self,
@@ -113,6 +149,8 @@ class Outbox:
         headers: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         """Queue one record; `partition` None means the key's partition."""
+        if headers or (key is None and partition is None):
+            self._by_record.add(topic)
         self._topics[topic].append(
             (key, value, partition, list(headers) if headers else _NO_HEADERS)
         )
@@ -135,6 +173,8 @@ class Outbox:
     ) -> list[tuple[asyncio.Future[Any], int]]:
         """`flush`, each record batch's future with the number of records it holds."""
         topics, self._topics = self._topics, defaultdict(list)
+        by_record, self._by_record = self._by_record, set()
+        plain = _plain_batches(producer)
         sent: list[tuple[asyncio.Future[Any], int]] = []
         for topic, records in topics.items():
             # Tracked, so every metadata refresh keeps it: aiokafka sends to a topic its
@@ -143,6 +183,17 @@ class Outbox:
             # broker restart) then waits with no leader known, until its request timeout.
             await producer.client.add_topic(topic)
             count = len(await producer.partitions_for(topic))
+            if plain is not None and topic not in by_record:
+                assert _record_batches is not None
+                built = _record_batches(
+                    [key for key, _, _, _ in records],
+                    [value for _, value, _, _ in records],
+                    [-1 if partition is None else partition for _, _, partition, _ in records],
+                    count, int(time.time() * 1000), *plain,
+                )  # fmt: skip
+                for at, batch in built:
+                    sent.append(await _submit(producer, batch, topic, at))
+                continue
             keyed = [key for key, _, partition, _ in records if partition is None and key]
             chosen = iter(partitions_of(keyed, count))
             by_partition: dict[int, list[tuple[bytes | None, bytes, Headers]]] = defaultdict(list)
@@ -166,8 +217,15 @@ class Outbox:
         return sent
 
 
+class _Batch(Protocol):
+    """aiokafka's `BatchBuilder`, or a `fraud_native.RecordBatch`."""
+
+    def close(self) -> None: ...
+    def record_count(self) -> int: ...
+
+
 async def _submit(
-    producer: AIOKafkaProducer, batch: BatchBuilder, topic: str, partition: int
+    producer: AIOKafkaProducer, batch: _Batch, topic: str, partition: int
 ) -> tuple[asyncio.Future[Any], int]:
     """Close `batch` (complete: it leaves without the producer's linger, and no one else's
     `send` can add to it) and hand it to `producer`: its future and its record count."""

@@ -2,6 +2,7 @@
 fraud_core, held equal to it by tests."""
 
 from collections.abc import Sequence
+from typing import Any
 
 def decision_messages(
     *,
@@ -22,3 +23,31 @@ def decision_messages(
 ) -> list[tuple[bytes, bytes]]:
     """The decision log's (key, JSON value) messages of one model's scores of a batch, as
     fraud_core.rollout's `decision_records` and `decision_messages` make them."""
+
+class RecordBatch:
+    """A closed Kafka record batch (format v2, uncompressed) that aiokafka's producer takes
+    in place of its `BatchBuilder` (`send_batch`)."""
+
+    def record_count(self) -> int: ...
+    def size(self) -> int: ...
+    def closed(self) -> bool: ...
+    def close(self) -> None: ...
+    def append(self, **kwargs: Any) -> None: ...
+    def _set_producer_state(
+        self, producer_id: int, producer_epoch: int, base_sequence: int
+    ) -> None: ...
+    def _build(self) -> bytes: ...
+
+def record_batches(
+    keys: Sequence[bytes | None],
+    values: Sequence[bytes],
+    partitions: Sequence[int],
+    partition_count: int,
+    timestamp_ms: int,
+    max_bytes: int,
+    transactional: bool,
+) -> list[tuple[int, RecordBatch]]:
+    """A topic's records as closed record batches by partition: `partitions[i]`, or the
+    key's murmur2 partition of `partition_count` where it is negative; a batch is started
+    whenever the next record would take it past `max_bytes`, as aiokafka's `BatchBuilder`
+    splits them."""

@@ -6,12 +6,18 @@
 //! them (msgspec structs, then msgspec's JSON). In Python that is ~2 µs a decision (a struct,
 //! its JSON, a digest, a base64 vector); here it is a fraction of one, which is most of what
 //! the rollout's decision log costs a stream worker and the REST service.
+//!
+//! `record_batches`: Kafka record batches (format v2, uncompressed) of a topic's records, by
+//! partition, as `fraud_core.outbox.Outbox` makes them record by record with aiokafka's
+//! `BatchBuilder` (its specification): the key's murmur2 partition, the same split at the
+//! batch size, the same bytes. aiokafka takes them as it takes its own (`send_batch`).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use std::collections::HashMap;
 use xxhash_rust::xxh3::xxh3_128;
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -178,8 +184,253 @@ fn decision_messages<'py>(
     PyList::new(py, messages)
 }
 
+/// Kafka's murmur2 (seed 0x9747b28c), as its default partitioner hashes a key.
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let length = data.len();
+    let mut h: u32 = 0x9747_b28c ^ (length as u32);
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes(chunk.try_into().unwrap());
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+/// A zigzag varint, as Kafka's record format writes lengths, deltas and counts.
+fn push_varint(out: &mut Vec<u8>, value: i64) {
+    let mut v = ((value << 1) ^ (value >> 63)) as u64;
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn varint_len(value: i64) -> usize {
+    let mut v = ((value << 1) ^ (value >> 63)) as u64;
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+const HEADER_BYTES: usize = 61;
+const CRC_AT: usize = 17;
+const ATTRIBUTES_AT: usize = 21;
+const PRODUCER_AT: usize = 43;
+const TRANSACTIONAL: i16 = 0x10;
+
+/// One record batch, closed: what aiokafka's `BatchBuilder` is to its producer once built,
+/// with the same methods (`send_batch` takes it in its place). The producer's id, epoch
+/// and base sequence (an idempotent producer's) and the CRC are written when it is built.
+#[pyclass(module = "fraud_native")]
+struct RecordBatch {
+    buffer: Vec<u8>,
+    count: usize,
+    producer: (i64, i16, i32),
+}
+
+#[pymethods]
+impl RecordBatch {
+    fn record_count(&self) -> usize {
+        self.count
+    }
+
+    fn size(&self) -> usize {
+        self.buffer.len()
+    }
+
+    fn closed(&self) -> bool {
+        true
+    }
+
+    fn close(&self) {}
+
+    /// Nothing more goes into a built batch (aiokafka's answer for a full or closed one).
+    #[pyo3(signature = (**_kwargs))]
+    fn append(&self, _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>) -> Option<()> {
+        None
+    }
+
+    fn _set_producer_state(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+        self.producer = (producer_id, producer_epoch, base_sequence);
+    }
+
+    /// The batch's bytes, header and CRC written (aiokafka's `BatchBuilder._build`).
+    fn _build<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let (id, epoch, sequence) = self.producer;
+        let at = PRODUCER_AT;
+        self.buffer[at..at + 8].copy_from_slice(&id.to_be_bytes());
+        self.buffer[at + 8..at + 10].copy_from_slice(&epoch.to_be_bytes());
+        self.buffer[at + 10..at + 14].copy_from_slice(&sequence.to_be_bytes());
+        let crc = crc32c::crc32c(&self.buffer[ATTRIBUTES_AT..]);
+        self.buffer[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        PyBytes::new(py, &self.buffer)
+    }
+}
+
+impl RecordBatch {
+    fn new(capacity: usize) -> Self {
+        let mut buffer = Vec::with_capacity(capacity);
+        buffer.resize(HEADER_BYTES, 0);
+        RecordBatch {
+            buffer,
+            count: 0,
+            producer: (-1, -1, 0),
+        }
+    }
+
+    /// Header fields but the producer's and the CRC (aiokafka's `_write_header`).
+    fn finish(mut self, timestamp_ms: i64, attributes: i16) -> Self {
+        let length = (self.buffer.len() - 12) as i32;
+        let last = self.count as i32 - 1;
+        let b = &mut self.buffer;
+        b[0..8].copy_from_slice(&0i64.to_be_bytes());
+        b[8..12].copy_from_slice(&length.to_be_bytes());
+        b[12..16].copy_from_slice(&(-1i32).to_be_bytes());
+        b[16] = 2;
+        b[21..23].copy_from_slice(&attributes.to_be_bytes());
+        b[23..27].copy_from_slice(&last.to_be_bytes());
+        b[27..35].copy_from_slice(&timestamp_ms.to_be_bytes());
+        b[35..43].copy_from_slice(&timestamp_ms.to_be_bytes());
+        b[57..61].copy_from_slice(&(self.count as i32).to_be_bytes());
+        self
+    }
+}
+
+/// A topic's records as closed record batches by partition, in the order partitions first
+/// appear, each partition's records in order, a batch started whenever the next record
+/// would take it to `max_bytes` or past (as aiokafka's `BatchBuilder` splits them).
+///
+/// A record goes to `partitions[i]`, or when that is negative to its key's partition of
+/// `partition_count` (murmur2, as aiokafka's and Java's default partitioner choose it);
+/// every record without a partition has a key. All records carry `timestamp_ms`.
+#[pyfunction]
+#[pyo3(signature = (keys, values, partitions, partition_count, timestamp_ms, max_bytes, transactional))]
+#[allow(clippy::too_many_arguments)]
+fn record_batches<'py>(
+    py: Python<'py>,
+    keys: Vec<Option<Bound<'py, PyBytes>>>,
+    values: Vec<Bound<'py, PyBytes>>,
+    partitions: Vec<i64>,
+    partition_count: u32,
+    timestamp_ms: i64,
+    max_bytes: usize,
+    transactional: bool,
+) -> PyResult<Bound<'py, PyList>> {
+    let n = keys.len();
+    if values.len() != n || partitions.len() != n {
+        return Err(PyValueError::new_err(format!(
+            "{n} keys, {} values, {} partitions: one of each per record",
+            values.len(),
+            partitions.len()
+        )));
+    }
+    if partition_count == 0 {
+        return Err(PyValueError::new_err("a topic has at least one partition"));
+    }
+    let attributes = if transactional { TRANSACTIONAL } else { 0 };
+    let mut order: Vec<i64> = Vec::new();
+    let mut open: HashMap<i64, RecordBatch> = HashMap::new();
+    let mut done: Vec<(i64, RecordBatch)> = Vec::new();
+    let mut tail: Vec<u8> = Vec::with_capacity(1024);
+    for i in 0..n {
+        let key = keys[i].as_ref().map(|k| k.as_bytes());
+        let value = values[i].as_bytes();
+        let partition = if partitions[i] >= 0 {
+            partitions[i]
+        } else {
+            let Some(key) = key else {
+                return Err(PyValueError::new_err(
+                    "a record without a partition needs a key to choose one",
+                ));
+            };
+            i64::from((murmur2(key) & 0x7fff_ffff) % partition_count)
+        };
+        let batch = open.entry(partition).or_insert_with(|| {
+            order.push(partition);
+            RecordBatch::new(max_bytes.min(1 << 20))
+        });
+        // The record but its offset delta (its place in the batch it lands in).
+        tail.clear();
+        match key {
+            Some(k) => {
+                push_varint(&mut tail, k.len() as i64);
+                tail.extend_from_slice(k);
+            }
+            None => push_varint(&mut tail, -1),
+        }
+        push_varint(&mut tail, value.len() as i64);
+        tail.extend_from_slice(value);
+        push_varint(&mut tail, 0); // no headers
+        loop {
+            // attributes, timestamp delta (one timestamp for every record), offset delta
+            let size = 2 + varint_len(batch.count as i64) + tail.len();
+            let required = size + varint_len(size as i64);
+            // A batch's first record goes in whatever its size, and a later one only if
+            // the batch stays below `max_bytes`, as aiokafka's (compiled) builder has it.
+            if batch.count > 0 && batch.buffer.len() + required >= max_bytes {
+                let full = std::mem::replace(batch, RecordBatch::new(max_bytes.min(1 << 20)));
+                done.push((partition, full.finish(timestamp_ms, attributes)));
+                continue;
+            }
+            push_varint(&mut batch.buffer, size as i64);
+            batch.buffer.extend_from_slice(&[0, 0]);
+            push_varint(&mut batch.buffer, batch.count as i64);
+            batch.buffer.extend_from_slice(&tail);
+            batch.count += 1;
+            break;
+        }
+    }
+    let mut out = Vec::with_capacity(done.len() + order.len());
+    for (partition, batch) in done {
+        out.push((partition, batch));
+    }
+    for partition in order {
+        if let Some(batch) = open.remove(&partition) {
+            out.push((partition, batch.finish(timestamp_ms, attributes)));
+        }
+    }
+    let items = out
+        .into_iter()
+        .map(|(partition, batch)| {
+            PyTuple::new(
+                py,
+                [
+                    partition.into_pyobject(py)?.into_any(),
+                    Bound::new(py, batch)?.into_any(),
+                ],
+            )
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, items)
+}
+
 #[pymodule]
 fn fraud_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decision_messages, m)?)?;
+    m.add_function(wrap_pyfunction!(record_batches, m)?)?;
+    m.add_class::<RecordBatch>()?;
     Ok(())
 }
