@@ -146,7 +146,7 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-class Decisions(TypedDict):
+class DecisionInputs(TypedDict):
     """One model's scores of a batch of transactions, as the decision log takes them
     (`decision_records`, `decision_log_messages`)."""
 
@@ -167,12 +167,12 @@ class Decisions(TypedDict):
     degraded: NotRequired[bool]
 
 
-def _decided_at(batch: Decisions) -> int:
+def _decided_at(batch: DecisionInputs) -> int:
     decided = batch.get("decided_at_us")
     return now_us() if decided is None else decided
 
 
-def decision_records(**batch: Unpack[Decisions]) -> list[DecisionRecord]:
+def decision_records(**batch: Unpack[DecisionInputs]) -> list[DecisionRecord]:
     """The records of one model's scores for a batch of transactions."""
     decided = _decided_at(batch)
     threshold, degraded = batch["threshold"], batch.get("degraded", False)
@@ -228,7 +228,7 @@ def decision_messages(records: Iterable[DecisionRecord]) -> list[tuple[bytes, by
     return [(r.transaction_id.encode(), v) for r, v in zip(records, values[:-1], strict=True)]
 
 
-def decision_log_messages(**batch: Unpack[Decisions]) -> list[tuple[bytes, bytes]]:
+def decision_log_messages(**batch: Unpack[DecisionInputs]) -> list[tuple[bytes, bytes]]:
     """`decision_messages(decision_records(...))` of one model's float32 scores of a batch:
     the same bytes, made in one compiled call when fraud_native is installed (0.33 µs a
     decision against 1.24 for the structs and their JSON in Python; tests hold the two

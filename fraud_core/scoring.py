@@ -14,7 +14,7 @@ from fraud_core.rollout import (
     CANARY,
     CHAMPION,
     SHADOW,
-    Decisions,
+    DecisionInputs,
     below_share,
     canary_cards,
     decision_log_messages,
@@ -150,11 +150,11 @@ def role_decisions(
     scores: np.ndarray,
     decided_at_us: int | None = None,
     degraded: bool = False,
-) -> Decisions:
+) -> DecisionInputs:
     """`scorer`'s scores of `transactions` (inputs `x`) as the decision log takes them
     (`decision_records`, `decision_log_messages`)."""
     meta = scorer.metadata
-    return Decisions(
+    return DecisionInputs(
         path=path,
         role=role,
         model_name=meta.name,
