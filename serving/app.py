@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from fraud_core.features import warm_up
 from fraud_core.model_store import ModelHolder, ModelStore, RegistryRollout, RolloutSource
 from fraud_core.online_store import connect_async
-from fraud_core.runtime import freeze_start_up_heap
+from fraud_core.runtime import freeze_start_up_heap, report_native
 from serving.auth import Access, parse_api_keys
 from serving.batching import RowScorer
 from serving.cache import ScoreCache
@@ -35,6 +35,8 @@ from serving.services.scoring import ScoringPipeline
 from serving.services.state import NoOnlineState, OnlineState, RedisOnlineState
 from serving.settings import ServingSettings
 from serving.telemetry import configure_json_logs, make_tracer
+
+log = logging.getLogger("serving")
 
 
 def create_app(
@@ -112,6 +114,7 @@ def create_app(
         if decisions is not None:
             decisions.start()
         watcher = asyncio.create_task(models.watch(config.model_poll_seconds))
+        report_native(log)
         freeze_start_up_heap()
         try:
             yield

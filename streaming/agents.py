@@ -28,7 +28,7 @@ from fraud_core.model_store import ModelHolder, Served
 from fraud_core.online_store import REDIS_FAULTS, connect_async, queue_states
 from fraud_core.outbox import Outbox, track_topics
 from fraud_core.rollout import SHADOW
-from fraud_core.runtime import freeze_start_up_heap
+from fraud_core.runtime import freeze_start_up_heap, report_native
 from fraud_core.state import CardState, MerchantState
 from streaming import metrics
 from streaming.checkpoint import Checkpoint
@@ -127,6 +127,7 @@ class StreamWork:
             *sorted(self.app.tables.changelog_topics),
         ]
         await track_topics(kafka_producer(self.app), produced)
+        report_native(log)
         freeze_start_up_heap()
         self.outputs_declared.set()
 
