@@ -185,6 +185,11 @@ class RoleScores(NamedTuple):
         """`scorer`'s scores of the model inputs `x` (of the transactions at `rows`)."""
         return cls(role, scorer, rows, x, scorer.score(x))
 
+    def alerts(self) -> int:
+        """How many of these scores are alerts (at the model's threshold, as the decision
+        records compare them: in float32)."""
+        return int(np.count_nonzero(self.scores >= np.float32(self.scorer.threshold)))
+
 
 def score_by_role(
     served: Served, transactions: Sequence[Transaction], stateful: Sequence[Sequence[float]]
@@ -325,8 +330,3 @@ class DecisionBatch(NamedTuple):
                 self.decided_at_us, self.degraded,
             )
         )  # fmt: skip
-
-    def alerts(self) -> int:
-        """How many of these decisions are alerts (as their records say)."""
-        cut = np.float32(self.part.scorer.metadata.threshold)
-        return int(np.count_nonzero(self.part.scores >= cut))

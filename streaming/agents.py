@@ -258,7 +258,7 @@ class StreamWork:
             counts[key] = counts.get(key, 0) + 1
         for shadow in batch.decisions:
             if shadow.part.role == SHADOW:
-                version, alerts = shadow.part.scorer.metadata.version, shadow.alerts()
+                version, alerts = shadow.part.scorer.version, shadow.part.alerts()
                 for decision, n in (("alert", alerts), ("allow", shadow.size - alerts)):
                     key = (version, SHADOW, decision)
                     counts[key] = counts.get(key, 0) + n

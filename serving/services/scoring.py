@@ -171,7 +171,7 @@ class ScoringPipeline:
         for part in parts:
             counts = self.decided.setdefault((part.scorer.version, part.role), [0, 0])
             counts[0] += len(part.scores)
-            counts[1] += int(np.count_nonzero(part.scores >= np.float32(part.scorer.threshold)))
+            counts[1] += part.alerts()
         return parts
 
     def _log_decisions(
