@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import gc
-import importlib.util
 import logging
+
+from fraud_core import rollout
 
 
 def freeze_start_up_heap() -> None:
@@ -21,8 +22,9 @@ def report_native(log: logging.Logger) -> bool:
     """Say at start-up whether fraud_native (the `native` extra) is installed: without it the
     decision log's messages and the Kafka record batches are made in Python, correct and
     several times slower (an image built without its wheel, a source install without the
-    extra). Returns whether it is."""
-    if importlib.util.find_spec("fraud_native") is None:
+    extra, or a build that does not load). Returns whether it is: what fraud_core.rollout
+    found when it imported it (fraud_core.outbox imports it the same way)."""
+    if not rollout.COMPILED:
         log.warning(
             "fraud_native is not installed: decision-log messages and Kafka record batches "
             "are made in Python (slower); install the `native` extra"
