@@ -10,13 +10,18 @@ import uvicorn
 from litestar import Litestar
 
 from fraud_devtools.processes import free_port, wait_until
+from serving.server import server_options
 
 
 @contextlib.contextmanager
 def running_server(app: Litestar) -> Iterator[str]:
-    """The app under a real uvicorn server on a free loopback port; yields host:port."""
+    """The app under a real uvicorn server (the service's settings) on a free loopback port;
+    yields host:port."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", **server_options()
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_until(lambda: server.started, "the REST server", 20)

@@ -30,6 +30,7 @@ from serving.errors import ApiError, api_error_handler, http_error_handler, inte
 from serving.lane import WithFastLanes
 from serving.metrics import ServingMetrics, metrics_endpoint, metrics_middleware
 from serving.openapi import document_settings
+from serving.server import server_options
 from serving.services.redis_lane import RedisLane
 from serving.services.scoring import ScoringPipeline
 from serving.services.state import NoOnlineState, OnlineState, RedisOnlineState
@@ -169,7 +170,7 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         log_config=None,
-        access_log=False,  # requests are counted in /metrics and traced; a log line each is 10 %+
+        **server_options(),
     )
 
 
