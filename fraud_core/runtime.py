@@ -22,8 +22,9 @@ def freeze_start_up_heap() -> None:
     Also collect the young generation after `YOUNG_THRESHOLD` net allocations, not 700: at
     700 a collection came every ~10 ms under load and caught each request's and batch's
     objects in flight, promoting them to the older generations, whose collections followed
-    (REST at ~10,000 requests a second: 3,401 young, 308 middle and 27 full collections,
-    1.1 s in 45 s; at 10,000: 44, 3 and 1, 0.19 s; `gc.callbacks`, docs/benchmarks.md)."""
+    (two REST servers under the same load for ~45 s, `gc.callbacks`: at 700, 3,401 young,
+    308 middle and 27 full collections, 1.1 s; at 10,000, 44, 3 and 1, 0.19 s;
+    docs/benchmarks.md)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])
