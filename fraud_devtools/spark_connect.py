@@ -12,7 +12,7 @@ import argparse
 import os
 import signal
 import sys
-import time
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -34,7 +34,9 @@ class LocalSparkConnect(LocalProcess):
         self.url = f"sc://127.0.0.1:{self.port}"
         self.log_path = folder / f"spark-connect-{self.port}.log"
 
-    def start(self, timeout: float = 120) -> None:
+    def start(self, timeout: float = 120, stopping: threading.Event | None = None) -> None:
+        """Start the server and wait until it answers; SystemExit (the JVM killed) as soon as
+        `stopping` is set meanwhile."""
         self.folder.mkdir(parents=True, exist_ok=True)
         home = Path(pyspark.__file__).parent
         conf = {
@@ -48,8 +50,14 @@ class LocalSparkConnect(LocalProcess):
         command += ["--class", SERVER_CLASS, "--name", "fraudscale Spark Connect", "spark-internal"]
         # Python UDFs run in this interpreter, which has fraud_core and onnxruntime.
         env = {**os.environ, "SPARK_HOME": str(home), "PYSPARK_PYTHON": sys.executable}
+
+        def ready() -> bool:
+            if stopping is not None and stopping.is_set():
+                raise SystemExit(0)
+            return self._answers()
+
         self.process = start_process(
-            command, f"the Spark Connect server on port {self.port}", self._answers, timeout,
+            command, f"the Spark Connect server on port {self.port}", ready, timeout,
             log=self.log_path, env=env,
         )  # fmt: skip
 
@@ -69,17 +77,21 @@ def main() -> None:
     settings = AssetSettings.from_env()
     prepare_local_driver(settings)
     # The server JVM runs in its own session: a supervisor's SIGTERM must stop it too, as
-    # Ctrl-C does, instead of leaving it behind.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Ctrl-C does, instead of leaving it behind. The handlers only set `stopping`, which the
+    # code below reads at its own points: an exception raised from a handler could land inside
+    # subprocess's own bookkeeping (a SIGTERM during start-up once left Popen's wait lock
+    # taken, and the supervisor exited 1 with the JVM killed rather than stopped).
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
     server = LocalSparkConnect(args.folder, server_config(settings), args.master, args.port)
     try:  # a signal during start-up or right after it still stops the JVM
-        server.start()
+        server.start(stopping=stopping)
         print(f"Spark Connect at {server.url} (log: {server.log_path}); Ctrl-C stops it",
               flush=True)  # fmt: skip
         while server.process is not None and server.process.poll() is None:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
+            if stopping.wait(1):
+                break
     finally:
         server.stop()
 
