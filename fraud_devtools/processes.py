@@ -7,8 +7,10 @@ these, so ports, start-up waits and shutdowns behave the same everywhere.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -28,6 +30,44 @@ def wait_until(ready: Callable[[], bool], what: str, seconds: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"waited {seconds:g} s for {what}")
         time.sleep(0.02)
+
+
+def stop_signals() -> threading.Event:
+    """An event that SIGTERM (a supervisor's stop) and SIGINT (Ctrl-C) set, for a runner's
+    command line that supervises its services until stopped. The handlers only set it; the
+    runner reads it at its own points (`unless_stopping`, `wait_stopped`): an exception raised
+    from a handler could land inside subprocess's own bookkeeping (a SIGTERM during start-up
+    once left Popen's wait lock taken, and the supervisor exited 1 with its JVM killed rather
+    than stopped)."""
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    return stopping
+
+
+def unless_stopping(
+    ready: Callable[[], bool], stopping: threading.Event | None
+) -> Callable[[], bool]:
+    """`ready` for a start-up wait that a stop ends: SystemExit(0) once `stopping` is set
+    (`start_process` then kills what it started)."""
+    if stopping is None:
+        return ready
+
+    def checked() -> bool:
+        if stopping.is_set():
+            raise SystemExit(0)
+        return ready()
+
+    return checked
+
+
+def wait_stopped(
+    process: Callable[[], subprocess.Popen[bytes] | None], stopping: threading.Event
+) -> None:
+    """Until `stopping` is set or the process `process()` gives has ended."""
+    while (running := process()) is not None and running.poll() is None:
+        if stopping.wait(1):
+            return
 
 
 def start_process(

@@ -13,14 +13,22 @@ import json
 import os
 import signal
 import sys
-import time
+import threading
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pyspark
 
-from fraud_devtools.processes import LocalProcess, free_port, start_process, wait_until
+from fraud_devtools.processes import (
+    LocalProcess,
+    free_port,
+    start_process,
+    stop_signals,
+    unless_stopping,
+    wait_stopped,
+    wait_until,
+)
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
@@ -56,19 +64,21 @@ class LocalSparkCluster:
     def _class(self, name: str) -> list[str]:
         return [str(Path(pyspark.__file__).parent / "bin" / "spark-class"), name]
 
-    def start(self, timeout: float = 120) -> None:
+    def start(self, timeout: float = 120, stopping: threading.Event | None = None) -> None:
+        """Start the master and the workers and wait until every worker has registered;
+        SystemExit as soon as `stopping` is set meanwhile (`stop` ends what has started)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         env = _env(self.folder)
         self.master.process = start_process(
             [*self._class(MASTER_CLASS), "--host", "127.0.0.1", "--port", str(self.port),
              "--webui-port", str(self.ui_port)],
-            "the Spark master", lambda: self.state() is not None, timeout,
-            log=self.folder / "master.log", env=env,
+            "the Spark master", unless_stopping(lambda: self.state() is not None, stopping),
+            timeout, log=self.folder / "master.log", env=env,
         )  # fmt: skip
         for n, worker in enumerate(self.workers):
             self._start_worker(n, worker, env, timeout)
         wait_until(
-            lambda: self.alive_workers() == len(self.workers),
+            unless_stopping(lambda: self.alive_workers() == len(self.workers), stopping),
             f"{len(self.workers)} Spark workers registered", timeout,
         )  # fmt: skip
 
@@ -124,16 +134,13 @@ def main() -> None:
     parser.add_argument("--memory", default="2g")
     parser.add_argument("--folder", type=Path, default=Path("data/spark-cluster"))
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    stopping = stop_signals()
     cluster = LocalSparkCluster(args.folder, args.workers, args.cores, args.memory)
     try:
-        cluster.start()
+        cluster.start(stopping=stopping)
         print(f"Spark master at {cluster.master_url} (UI http://127.0.0.1:{cluster.ui_port}, "
               f"logs in {args.folder}); Ctrl-C stops it", flush=True)  # fmt: skip
-        while cluster.master.process is not None and cluster.master.process.poll() is None:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
+        wait_stopped(lambda: cluster.master.process, stopping)
     finally:
         cluster.stop()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import threading
 from collections.abc import Mapping
@@ -18,7 +17,15 @@ from pathlib import Path
 
 import pyspark
 
-from fraud_devtools.processes import LocalProcess, free_port, port_answers, start_process
+from fraud_devtools.processes import (
+    LocalProcess,
+    free_port,
+    port_answers,
+    start_process,
+    stop_signals,
+    unless_stopping,
+    wait_stopped,
+)
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
@@ -50,14 +57,9 @@ class LocalSparkConnect(LocalProcess):
         command += ["--class", SERVER_CLASS, "--name", "fraudscale Spark Connect", "spark-internal"]
         # Python UDFs run in this interpreter, which has fraud_core and onnxruntime.
         env = {**os.environ, "SPARK_HOME": str(home), "PYSPARK_PYTHON": sys.executable}
-
-        def ready() -> bool:
-            if stopping is not None and stopping.is_set():
-                raise SystemExit(0)
-            return self._answers()
-
         self.process = start_process(
-            command, f"the Spark Connect server on port {self.port}", ready, timeout,
+            command, f"the Spark Connect server on port {self.port}",
+            unless_stopping(self._answers, stopping), timeout,
             log=self.log_path, env=env,
         )  # fmt: skip
 
@@ -77,21 +79,14 @@ def main() -> None:
     settings = AssetSettings.from_env()
     prepare_local_driver(settings)
     # The server JVM runs in its own session: a supervisor's SIGTERM must stop it too, as
-    # Ctrl-C does, instead of leaving it behind. The handlers only set `stopping`, which the
-    # code below reads at its own points: an exception raised from a handler could land inside
-    # subprocess's own bookkeeping (a SIGTERM during start-up once left Popen's wait lock
-    # taken, and the supervisor exited 1 with the JVM killed rather than stopped).
-    stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
+    # Ctrl-C does, instead of leaving it behind.
+    stopping = stop_signals()
     server = LocalSparkConnect(args.folder, server_config(settings), args.master, args.port)
     try:  # a signal during start-up or right after it still stops the JVM
         server.start(stopping=stopping)
         print(f"Spark Connect at {server.url} (log: {server.log_path}); Ctrl-C stops it",
               flush=True)  # fmt: skip
-        while server.process is not None and server.process.poll() is None:
-            if stopping.wait(1):
-                break
+        wait_stopped(lambda: server.process, stopping)
     finally:
         server.stop()
 
