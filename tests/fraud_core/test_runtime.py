@@ -32,7 +32,8 @@ def test_a_service_warns_when_its_compiled_paths_are_missing(
 @pytest.fixture
 def collections() -> Iterator[list[int]]:
     """The generation of each collection the collector makes during the test; its thresholds
-    and frozen objects are restored after it."""
+    are restored after it, and the permanent generation emptied (`gc.unfreeze`: the objects
+    frozen before the test as well as during it)."""
     made: list[int] = []
 
     def count(phase: str, info: dict[str, int]) -> None:

@@ -9,11 +9,12 @@ import asyncio
 from typing import Any
 
 import pytest
+import uvicorn
 from uvicorn import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from serving.server import OneWriteHttpTools
+from serving.server import OneWriteHttpTools, http_protocol, server_options
 
 BODY = b'{"score":0.25}'
 
@@ -130,3 +131,18 @@ async def test_an_app_that_fails_after_the_head_still_sends_it_then_closes() -> 
     assert ours.writes == uvicorns.writes
     assert ours.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
     assert ours.closed
+
+
+def test_the_service_runs_the_one_write_protocol_on_the_uvicorn_it_locks() -> None:
+    # Fails when the lock moves to a uvicorn release this file has not passed on: run it
+    # there, then add the release to serving.server.TESTED_UVICORN.
+    assert server_options()["http"] is OneWriteHttpTools, uvicorn.__version__
+
+
+def test_an_untested_uvicorn_serves_with_its_own_protocol_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="serving.server"):
+        chosen = http_protocol("0.99.1")
+    assert chosen == "httptools"
+    assert "uvicorn 0.99.1" in caplog.text
