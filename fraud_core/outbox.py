@@ -16,7 +16,9 @@ With fraud_native installed (the `native` extra), a topic's records become their
 batches in one compiled call (`fraud_native.record_batches`: the same partitions, the same
 split, the same bytes as aiokafka's `BatchBuilder`, which a test holds it to), for an
 uncompressed producer without serializers, as this project's are; records with headers (dead
-letters) and a producer that compresses take the path above.
+letters) and a producer that compresses take the path above. Decisions (`add_decisions`) go
+further: their messages are made into one compiled buffer (`fraud_native.Messages`) and
+their record batches from it, with no Python object a message in between.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from typing import Any, Protocol
 import numpy as np
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
+
+from fraud_core.rollout import Messages
 
 Headers = list[tuple[str, bytes]]
 _NO_HEADERS: Headers = []
@@ -128,6 +132,13 @@ async def track_topics(producer: AIOKafkaProducer, topics: Sequence[str]) -> Non
         await producer.partitions_for(topic)
 
 
+class DecisionMessages(Protocol):
+    """A batch of decisions as the outbox takes them (fraud_core.scoring.DecisionBatch)."""
+
+    def messages(self) -> list[tuple[bytes, bytes]]: ...
+    def add_messages(self, sink: Any) -> None: ...
+
+
 class Outbox:
     """Collects records per topic (in order) and sends them all in `flush`."""
 
@@ -138,6 +149,8 @@ class Outbox:
         self._by_record: set[str] = set()
         """Topics with a record `record_batches` does not take (headers, or neither a key
         nor a partition): built record by record."""
+        self._gathered: dict[str, Any] = {}
+        """Topics' decision messages in compiled buffers (`fraud_native.Messages`)."""
 
     def add(
         self,
@@ -160,6 +173,21 @@ class Outbox:
         without its per-record arguments (a batch's decision records)."""
         self._topics[topic].extend((key, value, None, _NO_HEADERS) for key, value in records)
 
+    def add_decisions(self, topic: str, batches: Iterable[DecisionMessages]) -> None:
+        """Queue the messages of decision batches, each keyed by its transaction id. With
+        fraud_native they are made straight into one compiled buffer for the topic, which
+        the flush makes into record batches: no Python object a message on the way (a
+        message's key and value, its tuple, the outbox's record and its lists cost the
+        REST service more than making the JSON). Sent after the topic's other records."""
+        if Messages is None:
+            self.add_keyed(topic, (m for batch in batches for m in batch.messages()))
+            return
+        gathered = self._gathered.get(topic)
+        if gathered is None:
+            gathered = self._gathered[topic] = Messages()
+        for batch in batches:
+            batch.add_messages(gathered)
+
     async def flush(self, producer: AIOKafkaProducer) -> list[asyncio.Future[Any]]:
         """Submit every queued record to `producer`; returns one future per record batch,
         done when the broker has acknowledged it.
@@ -174,15 +202,19 @@ class Outbox:
         """`flush`, each record batch's future with the number of records it holds."""
         topics, self._topics = self._topics, defaultdict(list)
         by_record, self._by_record = self._by_record, set()
+        gathered, self._gathered = self._gathered, {}
         plain = _plain_batches(producer)
         sent: list[tuple[asyncio.Future[Any], int]] = []
+        for topic, messages in gathered.items():
+            if plain is None or topic in topics:  # compressed, or the topic has other records
+                topics[topic].extend((k, v, None, _NO_HEADERS) for k, v in messages.pairs())
+                continue
+            count = await _partition_count(producer, topic)
+            built = messages.record_batches(count, int(time.time() * 1000), *plain)
+            for at, batch in built:
+                sent.append(await _submit(producer, batch, topic, at))
         for topic, records in topics.items():
-            # Tracked, so every metadata refresh keeps it: aiokafka sends to a topic its
-            # metadata already lists without tracking it, and a producer that tracks other
-            # topics then refreshes it away; a batch waiting for its leader (a new topic, a
-            # broker restart) then waits with no leader known, until its request timeout.
-            await producer.client.add_topic(topic)
-            count = len(await producer.partitions_for(topic))
+            count = await _partition_count(producer, topic)
             if plain is not None and topic not in by_record:
                 assert _record_batches is not None
                 built = _record_batches(
@@ -215,6 +247,15 @@ class Outbox:
                 if batch.record_count():
                     sent.append(await _submit(producer, batch, topic, partition))
         return sent
+
+
+async def _partition_count(producer: AIOKafkaProducer, topic: str) -> int:
+    # Tracked, so every metadata refresh keeps it: aiokafka sends to a topic its metadata
+    # already lists without tracking it, and a producer that tracks other topics then
+    # refreshes it away; a batch waiting for its leader (a new topic, a broker restart)
+    # then waits with no leader known, until its request timeout.
+    await producer.client.add_topic(topic)
+    return len(await producer.partitions_for(topic))
 
 
 class _Batch(Protocol):

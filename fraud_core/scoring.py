@@ -15,6 +15,8 @@ from fraud_core.rollout import (
     CHAMPION,
     SHADOW,
     DecisionInputs,
+    MessageSink,
+    add_decision_log_messages,
     below_share,
     canary_cards,
     decision_log_messages,
@@ -322,11 +324,16 @@ class DecisionBatch(NamedTuple):
     def messages(self) -> list[tuple[bytes, bytes]]:
         """The decision topic's (key, value) messages of these decisions
         (`decision_log_messages`: compiled when fraud_native is installed)."""
+        return decision_log_messages(**self._inputs())
+
+    def add_messages(self, sink: MessageSink) -> None:
+        """`messages()` added to `sink` (a `fraud_native.Messages`)."""
+        add_decision_log_messages(sink, **self._inputs())
+
+    def _inputs(self) -> DecisionInputs:
         part, transactions = self.part, self.transactions
         chosen = [transactions[i] for i in part.rows]
-        return decision_log_messages(
-            **role_decisions(
-                self.path, part.role, part.scorer, chosen, part.x, part.scores,
-                self.decided_at_us, self.degraded,
-            )
+        return role_decisions(
+            self.path, part.role, part.scorer, chosen, part.x, part.scores,
+            self.decided_at_us, self.degraded,
         )  # fmt: skip

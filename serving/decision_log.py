@@ -7,8 +7,9 @@ slow or gone, the queue fills and decisions are dropped, never buffered until th
 runs out of memory (KServe's logger, kserve#6167). One task sends what is queued: it starts
 the producer (again and again while the broker is absent), makes the records and their JSON
 for hundreds of decisions at a time (a tenth of a second's worth: made per micro-batch on the
-path that answers requests, they cost the server twice the CPU), hands them to aiokafka in
-record batches per partition (fraud_core.outbox: one send per partition, not per record)
+path that answers requests, they cost the server twice the CPU), straight into one compiled
+buffer and from it into record batches per partition (fraud_core.outbox: no Python object
+a message; one send per partition, not per record), hands those to aiokafka
 and waits for their delivery, so aiokafka holds at most one send's worth.
 Records that aiokafka could not deliver are dropped and counted as well, and so are
 decisions whose records could not be made (a bug: logged with its traceback, and the sender
@@ -29,20 +30,18 @@ from typing import Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from fraud_core.outbox import RECORD_BATCH_BYTES, Outbox
+from fraud_core.outbox import RECORD_BATCH_BYTES, DecisionMessages, Outbox
 
 log = logging.getLogger(__name__)
 SEND_BATCH = 1000
 
 
-class Decisions(Protocol):
-    """Decisions as queued: `size` of them, made into the topic's (key, value) messages by
-    the sender (fraud_core.scoring.DecisionBatch)."""
+class Decisions(DecisionMessages, Protocol):
+    """Decisions as queued: `size` of them, made into the topic's messages by the sender
+    (fraud_core.scoring.DecisionBatch)."""
 
     @property
     def size(self) -> int: ...
-
-    def messages(self) -> list[tuple[bytes, bytes]]: ...
 
 
 class DecisionLog:
@@ -171,15 +170,14 @@ class DecisionLog:
             count += taken[-1][1].size
         self.queued -= count
         self.in_flight, self._sent_at = count, time.monotonic()
+        outbox = Outbox()
         try:
-            messages = [m for _, batch in taken for m in batch.messages()]
+            outbox.add_decisions(self.topic, [batch for _, batch in taken])
         except Exception:  # a bug of ours: these decisions are lost, the log carries on
             log.exception("decision log: %d decisions could not be made into records", count)
             self.dropped["record_failed"] += count
             self.in_flight = 0
             return
-        outbox = Outbox()
-        outbox.add_keyed(self.topic, messages)
         try:
             async with asyncio.timeout(self.delivery_timeout_ms / 1000):
                 sent = await outbox.flush_counted(self._producer)

@@ -225,7 +225,7 @@ class StreamWork:
                 alert = Alert(transaction=transaction, score=score)
                 outbox.add(self._alerts, key, _json.encode(alert))
                 metrics.alerts.inc()
-        outbox.add_keyed(self._decisions, (m for d in batch.decisions for m in d.messages()))
+        outbox.add_decisions(self._decisions, batch.decisions)
         return outbox
 
     def _queue_dead_letters(self, outbox: Outbox, dead: Sequence[DeadLetter]) -> None:

@@ -1,11 +1,14 @@
 //! fraudscale's compiled hot paths. Each function has its specification in fraud_core's
 //! Python code, and a property test holds the two equal, byte for byte, on random input.
 //!
-//! `decision_messages`: the decision log's Kafka messages (key, JSON value) of one model's
-//! scores of a batch, as `fraud_core.rollout.decision_records` and `decision_messages` make
-//! them (msgspec structs, then msgspec's JSON). In Python that is ~2 µs a decision (a struct,
-//! its JSON, a digest, a base64 vector); here it is a fraction of one, which is most of what
-//! the rollout's decision log costs a stream worker and the REST service.
+//! `Messages`: a topic's messages gathered in one buffer. Decisions go straight into it as the
+//! decision log's Kafka messages (key, JSON value) of one model's scores of a batch, as
+//! `fraud_core.rollout.decision_records` and `decision_messages` make them (msgspec structs,
+//! then msgspec's JSON). In Python that is ~2 µs a decision (a struct, its JSON, a digest, a
+//! base64 vector); here it is a fraction of one, which is most of what the rollout's decision
+//! log costs a stream worker and the REST service. Record batches are made from the buffer,
+//! so a send of hundreds of decisions makes no Python object per message (the tuples, the
+//! outbox's records and its lists cost the REST service more than making the JSON).
 //!
 //! `record_batches`: Kafka record batches (format v2, uncompressed) of a topic's records, by
 //! partition, as `fraud_core.outbox.Outbox` makes them record by record with aiokafka's
@@ -62,126 +65,6 @@ fn push_json_float(out: &mut Vec<u8>, value: f64, buffer: &mut ryu::Buffer) {
     } else {
         out.extend_from_slice(b"null");
     }
-}
-
-/// The decision log's messages of one model's scores of `n` transactions: for each, the
-/// transaction id (the key) and the `DecisionRecord`'s JSON (the value).
-///
-/// `features` is the model inputs' float32 matrix (`n` rows of `width`, little-endian, C
-/// order) and `scores` the `n` float32 scores, as bytes.
-#[pyfunction]
-#[pyo3(signature = (
-    *, transaction_ids, card_ids, event_times_us, features, width, scores, path, role,
-    model_name, model_version, feature_version, threshold, decided_at_us, degraded
-))]
-#[allow(clippy::too_many_arguments)]
-fn decision_messages<'py>(
-    py: Python<'py>,
-    transaction_ids: Vec<Bound<'py, PyString>>,
-    card_ids: Vec<Bound<'py, PyString>>,
-    event_times_us: Vec<i64>,
-    features: &[u8],
-    width: usize,
-    scores: &[u8],
-    path: &str,
-    role: &str,
-    model_name: &str,
-    model_version: &str,
-    feature_version: &str,
-    threshold: f64,
-    decided_at_us: i64,
-    degraded: bool,
-) -> PyResult<Bound<'py, PyList>> {
-    let n = transaction_ids.len();
-    if card_ids.len() != n || event_times_us.len() != n {
-        return Err(PyValueError::new_err(format!(
-            "{n} transaction ids, {} card ids, {} event times: one of each per decision",
-            card_ids.len(),
-            event_times_us.len()
-        )));
-    }
-    let row = width * 4;
-    if features.len() != n * row || scores.len() != n * 4 {
-        return Err(PyValueError::new_err(format!(
-            "{n} decisions need {} bytes of features ({width} float32s each) and {} of \
-             scores, got {} and {}",
-            n * row,
-            n * 4,
-            features.len(),
-            scores.len()
-        )));
-    }
-    let suffix = format!("\x1f{model_version}\x1f{role}");
-    let cut = threshold as f32;
-    let mut floats = ryu::Buffer::new();
-    let mut ints = itoa::Buffer::new();
-    // What every record of the batch shares, from the card id's closing quote to the
-    // features' opening one, and from the threshold to the decision time's end.
-    let mut middle = Vec::with_capacity(160);
-    for (name, value) in [
-        ("path", path),
-        ("role", role),
-        ("model_name", model_name),
-        ("model_version", model_version),
-        ("feature_version", feature_version),
-    ] {
-        middle.extend_from_slice(b",\"");
-        middle.extend_from_slice(name.as_bytes());
-        middle.extend_from_slice(b"\":");
-        push_json_str(&mut middle, value);
-    }
-    middle.extend_from_slice(b",\"features\":\"");
-    let mut shared_threshold = b",\"threshold\":".to_vec();
-    push_json_float(&mut shared_threshold, threshold, &mut floats);
-    let mut decided = b",\"decision_time_us\":".to_vec();
-    decided.extend_from_slice(ints.format(decided_at_us).as_bytes());
-    decided.extend_from_slice(if degraded {
-        b",\"degraded\":true}"
-    } else {
-        b",\"degraded\":false}"
-    });
-
-    let mut messages = Vec::with_capacity(n);
-    let mut value: Vec<u8> = Vec::with_capacity(512 + row * 2);
-    let mut id_input: Vec<u8> = Vec::with_capacity(128);
-    let mut encoded = String::with_capacity(row * 2);
-    for i in 0..n {
-        let transaction_id = transaction_ids[i].to_str()?;
-        let card_id = card_ids[i].to_str()?;
-        let score = f32::from_le_bytes(scores[i * 4..i * 4 + 4].try_into().unwrap());
-        id_input.clear();
-        id_input.extend_from_slice(transaction_id.as_bytes());
-        id_input.extend_from_slice(suffix.as_bytes());
-        let digest = xxh3_128(&id_input);
-        value.clear();
-        value.extend_from_slice(b"{\"decision_id\":\"");
-        for k in (0..32).rev() {
-            value.push(HEX[((digest >> (k * 4)) & 0xf) as usize]);
-        }
-        value.extend_from_slice(b"\",\"transaction_id\":");
-        push_json_str(&mut value, transaction_id);
-        value.extend_from_slice(b",\"card_id\":");
-        push_json_str(&mut value, card_id);
-        value.extend_from_slice(&middle);
-        encoded.clear();
-        STANDARD.encode_string(&features[i * row..(i + 1) * row], &mut encoded);
-        value.extend_from_slice(encoded.as_bytes());
-        value.extend_from_slice(b"\",\"score\":");
-        push_json_float(&mut value, f64::from(score), &mut floats);
-        value.extend_from_slice(&shared_threshold);
-        value.extend_from_slice(if score >= cut {
-            b",\"decision\":\"alert\""
-        } else {
-            b",\"decision\":\"allow\""
-        });
-        value.extend_from_slice(b",\"event_time_us\":");
-        value.extend_from_slice(ints.format(event_times_us[i]).as_bytes());
-        value.extend_from_slice(&decided);
-        let key = PyBytes::new(py, transaction_id.as_bytes());
-        let message = PyBytes::new(py, &value);
-        messages.push(PyTuple::new(py, [key.into_any(), message.into_any()])?);
-    }
-    PyList::new(py, messages)
 }
 
 /// Kafka's murmur2 (seed 0x9747b28c), as its default partitioner hashes a key.
@@ -347,6 +230,32 @@ fn record_batches<'py>(
             partitions.len()
         )));
     }
+    let records = (0..n).map(|i| {
+        (
+            keys[i].as_ref().map(|k| k.as_bytes()),
+            values[i].as_bytes(),
+            partitions[i],
+        )
+    });
+    batch_records(
+        py,
+        records,
+        partition_count,
+        timestamp_ms,
+        max_bytes,
+        transactional,
+    )
+}
+
+/// `record_batches` of (key, value, partition) records.
+fn batch_records<'a, 'py>(
+    py: Python<'py>,
+    records: impl Iterator<Item = (Option<&'a [u8]>, &'a [u8], i64)>,
+    partition_count: u32,
+    timestamp_ms: i64,
+    max_bytes: usize,
+    transactional: bool,
+) -> PyResult<Bound<'py, PyList>> {
     if partition_count == 0 {
         return Err(PyValueError::new_err("a topic has at least one partition"));
     }
@@ -355,11 +264,9 @@ fn record_batches<'py>(
     let mut open: HashMap<i64, RecordBatch> = HashMap::new();
     let mut done: Vec<(i64, RecordBatch)> = Vec::new();
     let mut tail: Vec<u8> = Vec::with_capacity(1024);
-    for i in 0..n {
-        let key = keys[i].as_ref().map(|k| k.as_bytes());
-        let value = values[i].as_bytes();
-        let partition = if partitions[i] >= 0 {
-            partitions[i]
+    for (key, value, chosen) in records {
+        let partition = if chosen >= 0 {
+            chosen
         } else {
             let Some(key) = key else {
                 return Err(PyValueError::new_err(
@@ -427,10 +334,217 @@ fn record_batches<'py>(
     PyList::new(py, items)
 }
 
+/// A topic's keyed messages gathered in one buffer (the decision log's): decisions go in
+/// (`add_decisions`) and come out as `record_batches` makes them, by each
+/// key's partition, without a Python object per message on the way.
+#[pyclass(module = "fraud_native")]
+#[derive(Default)]
+struct Messages {
+    data: Vec<u8>,
+    /// Each message's (start, end of key, end of value) in `data`.
+    spans: Vec<(usize, usize, usize)>,
+}
+
+#[pymethods]
+impl Messages {
+    #[new]
+    fn new() -> Self {
+        Messages::default()
+    }
+
+    fn __len__(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// The decision log's messages of one model's scores of `n` transactions, added at the
+    /// end: for each, the transaction id (the key) and the `DecisionRecord`'s JSON (the
+    /// value), as `fraud_core.rollout.decision_records` and `decision_messages` make them.
+    ///
+    /// `features` is the model inputs' float32 matrix (`n` rows of `width`, little-endian, C
+    /// order) and `scores` the `n` float32 scores, as bytes.
+    #[pyo3(signature = (
+        *, transaction_ids, card_ids, event_times_us, features, width, scores, path, role,
+        model_name, model_version, feature_version, threshold, decided_at_us, degraded
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn add_decisions<'py>(
+        &mut self,
+        transaction_ids: Vec<Bound<'py, PyString>>,
+        card_ids: Vec<Bound<'py, PyString>>,
+        event_times_us: Vec<i64>,
+        features: &[u8],
+        width: usize,
+        scores: &[u8],
+        path: &str,
+        role: &str,
+        model_name: &str,
+        model_version: &str,
+        feature_version: &str,
+        threshold: f64,
+        decided_at_us: i64,
+        degraded: bool,
+    ) -> PyResult<()> {
+        let (data, spans) = (self.data.len(), self.spans.len());
+        // All of a batch or none of it: a failure halfway leaves the buffer as it was.
+        let mut add = || -> PyResult<()> {
+            let n = transaction_ids.len();
+            if card_ids.len() != n || event_times_us.len() != n {
+                return Err(PyValueError::new_err(format!(
+                    "{n} transaction ids, {} card ids, {} event times: one of each per decision",
+                    card_ids.len(),
+                    event_times_us.len()
+                )));
+            }
+            let row = width * 4;
+            if features.len() != n * row || scores.len() != n * 4 {
+                return Err(PyValueError::new_err(format!(
+                    "{n} decisions need {} bytes of features ({width} float32s each) and {} of \
+                 scores, got {} and {}",
+                    n * row,
+                    n * 4,
+                    features.len(),
+                    scores.len()
+                )));
+            }
+            let suffix = format!("\x1f{model_version}\x1f{role}");
+            let cut = threshold as f32;
+            let mut floats = ryu::Buffer::new();
+            let mut ints = itoa::Buffer::new();
+            // What every record of the batch shares, from the card id's closing quote to the
+            // features' opening one, and from the threshold to the decision time's end.
+            let mut middle = Vec::with_capacity(160);
+            for (name, value) in [
+                ("path", path),
+                ("role", role),
+                ("model_name", model_name),
+                ("model_version", model_version),
+                ("feature_version", feature_version),
+            ] {
+                middle.extend_from_slice(b",\"");
+                middle.extend_from_slice(name.as_bytes());
+                middle.extend_from_slice(b"\":");
+                push_json_str(&mut middle, value);
+            }
+            middle.extend_from_slice(b",\"features\":\"");
+            let mut shared_threshold = b",\"threshold\":".to_vec();
+            push_json_float(&mut shared_threshold, threshold, &mut floats);
+            let mut decided = b",\"decision_time_us\":".to_vec();
+            decided.extend_from_slice(ints.format(decided_at_us).as_bytes());
+            decided.extend_from_slice(if degraded {
+                b",\"degraded\":true}"
+            } else {
+                b",\"degraded\":false}"
+            });
+
+            let mut value: Vec<u8> = Vec::with_capacity(512 + row * 2);
+            let mut id_input: Vec<u8> = Vec::with_capacity(128);
+            let mut encoded = String::with_capacity(row * 2);
+            for i in 0..n {
+                let transaction_id = transaction_ids[i].to_str()?;
+                let card_id = card_ids[i].to_str()?;
+                let score = f32::from_le_bytes(scores[i * 4..i * 4 + 4].try_into().unwrap());
+                id_input.clear();
+                id_input.extend_from_slice(transaction_id.as_bytes());
+                id_input.extend_from_slice(suffix.as_bytes());
+                let digest = xxh3_128(&id_input);
+                value.clear();
+                value.extend_from_slice(b"{\"decision_id\":\"");
+                for k in (0..32).rev() {
+                    value.push(HEX[((digest >> (k * 4)) & 0xf) as usize]);
+                }
+                value.extend_from_slice(b"\",\"transaction_id\":");
+                push_json_str(&mut value, transaction_id);
+                value.extend_from_slice(b",\"card_id\":");
+                push_json_str(&mut value, card_id);
+                value.extend_from_slice(&middle);
+                encoded.clear();
+                STANDARD.encode_string(&features[i * row..(i + 1) * row], &mut encoded);
+                value.extend_from_slice(encoded.as_bytes());
+                value.extend_from_slice(b"\",\"score\":");
+                push_json_float(&mut value, f64::from(score), &mut floats);
+                value.extend_from_slice(&shared_threshold);
+                value.extend_from_slice(if score >= cut {
+                    b",\"decision\":\"alert\""
+                } else {
+                    b",\"decision\":\"allow\""
+                });
+                value.extend_from_slice(b",\"event_time_us\":");
+                value.extend_from_slice(ints.format(event_times_us[i]).as_bytes());
+                value.extend_from_slice(&decided);
+                self.push(transaction_id.as_bytes(), &value);
+            }
+            Ok(())
+        };
+        let added = add();
+        if added.is_err() {
+            self.data.truncate(data);
+            self.spans.truncate(spans);
+        }
+        added
+    }
+
+    /// (key, value) messages, added at the end.
+    fn extend(&mut self, messages: Vec<(Bound<'_, PyBytes>, Bound<'_, PyBytes>)>) {
+        for (key, value) in &messages {
+            self.push(key.as_bytes(), value.as_bytes());
+        }
+    }
+
+    /// The messages as (key, value) pairs, in order.
+    fn pairs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let items = self
+            .spans
+            .iter()
+            .map(|&(start, key_end, end)| {
+                let key = PyBytes::new(py, &self.data[start..key_end]);
+                let value = PyBytes::new(py, &self.data[key_end..end]);
+                PyTuple::new(py, [key.into_any(), value.into_any()])
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, items)
+    }
+
+    /// `record_batches` of the messages, each to its key's partition of `partition_count`.
+    fn record_batches<'py>(
+        &self,
+        py: Python<'py>,
+        partition_count: u32,
+        timestamp_ms: i64,
+        max_bytes: usize,
+        transactional: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let records = self.spans.iter().map(|&(start, key_end, end)| {
+            (
+                Some(&self.data[start..key_end]),
+                &self.data[key_end..end],
+                -1,
+            )
+        });
+        batch_records(
+            py,
+            records,
+            partition_count,
+            timestamp_ms,
+            max_bytes,
+            transactional,
+        )
+    }
+}
+
+impl Messages {
+    fn push(&mut self, key: &[u8], value: &[u8]) {
+        let start = self.data.len();
+        self.data.extend_from_slice(key);
+        let key_end = self.data.len();
+        self.data.extend_from_slice(value);
+        self.spans.push((start, key_end, self.data.len()));
+    }
+}
+
 #[pymodule]
 fn fraud_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(decision_messages, m)?)?;
     m.add_function(wrap_pyfunction!(record_batches, m)?)?;
     m.add_class::<RecordBatch>()?;
+    m.add_class::<Messages>()?;
     Ok(())
 }

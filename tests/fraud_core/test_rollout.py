@@ -4,6 +4,7 @@ store's role pointers, and what the holder refuses."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -20,6 +21,7 @@ from fraud_core.rollout import (
     COMPILED,
     SHADOW,
     RolloutPlan,
+    add_decision_log_messages,
     below_share,
     bucket,
     canary_cards,
@@ -42,6 +44,7 @@ from fraud_core.scoring import (
     transaction_matrix,
 )
 from fraud_core.state import CardState, MerchantState
+from fraud_native import Messages, record_batches
 from tests.conftest import model_columns, relabelled
 
 pytestmark = pytest.mark.unit
@@ -140,6 +143,26 @@ def _random_scores(rng: np.random.Generator, n: int) -> np.ndarray:
     return scores
 
 
+def _random_decisions(rng: np.random.Generator) -> dict[str, Any]:
+    n = int(rng.integers(0, 40))
+    return {
+        "path": str(rng.choice(["rest", "stream", "batch"])),
+        "role": str(rng.choice([CHAMPION, CANARY, SHADOW])),
+        "model_name": _random_text(rng),
+        "model_version": _random_text(rng),
+        "threshold": float(rng.choice([0.5, 0.1, 1e-5, 0.123456789, 1.0, 0.25])),
+        "transaction_ids": [_random_text(rng) for _ in range(n)],
+        "card_ids": [_random_text(rng) for _ in range(n)],
+        "event_times_us": rng.integers(-(2**62), 2**62, size=n).tolist(),
+        "features": (rng.standard_normal((n, 7)) * 10.0 ** rng.integers(-40, 38)).astype(
+            np.float32
+        ),
+        "scores": _random_scores(rng, n),
+        "decided_at_us": int(rng.integers(0, 2**62)),
+        "degraded": bool(rng.random() < 0.5),
+    }
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_the_compiled_decision_messages_equal_the_specification(seed: int) -> None:
     """`decision_log_messages` (fraud_native, compiled) makes the same bytes as the
@@ -147,26 +170,56 @@ def test_the_compiled_decision_messages_equal_the_specification(seed: int) -> No
     assert COMPILED, "fraud_native is not installed: `make install` builds it (needs cargo)"
     rng = np.random.default_rng(seed)
     for _ in range(50):
-        n = int(rng.integers(0, 40))
-        fields = {
-            "path": str(rng.choice(["rest", "stream", "batch"])),
-            "role": str(rng.choice([CHAMPION, CANARY, SHADOW])),
-            "model_name": _random_text(rng),
-            "model_version": _random_text(rng),
-            "threshold": float(rng.choice([0.5, 0.1, 1e-5, 0.123456789, 1.0, 0.25])),
-            "transaction_ids": [_random_text(rng) for _ in range(n)],
-            "card_ids": [_random_text(rng) for _ in range(n)],
-            "event_times_us": rng.integers(-(2**62), 2**62, size=n).tolist(),
-            "features": (rng.standard_normal((n, 7)) * 10.0 ** rng.integers(-40, 38)).astype(
-                np.float32
-            ),
-            "scores": _random_scores(rng, n),
-            "decided_at_us": int(rng.integers(0, 2**62)),
-            "degraded": bool(rng.random() < 0.5),
-        }
+        fields = _random_decisions(rng)
         compiled = decision_log_messages(**fields)
         specified = decision_messages(decision_records(**fields))
         assert compiled == specified
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_decisions_gathered_in_a_compiled_buffer_become_the_same_record_batches(
+    seed: int,
+) -> None:
+    """The decision log's send with fraud_native (`Outbox.add_decisions`): decision batches
+    made straight into one `fraud_native.Messages` (float32 scores by the compiled call,
+    others by the specification) hold the specification's messages in order, and become the
+    record batches `record_batches` makes of those messages, each to its key's partition."""
+    rng = np.random.default_rng(seed)
+    for _ in range(10):
+        gathered, specified = Messages(), []
+        for _ in range(int(rng.integers(0, 6))):
+            fields = _random_decisions(rng)
+            if rng.random() < 0.2:
+                fields["scores"] = fields["scores"].astype(np.float64)
+            add_decision_log_messages(gathered, **fields)
+            specified += decision_messages(decision_records(**fields))
+        assert len(gathered) == len(specified)
+        assert gathered.pairs() == specified
+        count, max_bytes = int(rng.integers(1, 13)), int(rng.choice([300, 16384, 512 * 1024]))
+        timestamp_ms, transactional = int(rng.integers(0, 2**41)), bool(rng.random() < 0.3)
+        ours = gathered.record_batches(count, timestamp_ms, max_bytes, transactional)
+        theirs = record_batches(
+            [k for k, _ in specified], [v for _, v in specified], [-1] * len(specified),
+            count, timestamp_ms, max_bytes, transactional,
+        )  # fmt: skip
+        assert [(p, b.record_count(), b._build()) for p, b in ours] == [
+            (p, b.record_count(), b._build()) for p, b in theirs
+        ]
+
+
+def test_a_batch_the_compiled_buffer_cannot_take_leaves_it_as_it_was() -> None:
+    """A batch that fails halfway (an id no UTF-8 can carry, after good ones) adds none of
+    its messages: the decision log counts those decisions as lost and keeps the others."""
+    rng = np.random.default_rng(7)
+    good = _random_decisions(rng)
+    assert len(good["transaction_ids"]) > 1
+    gathered = Messages()
+    add_decision_log_messages(gathered, **good)
+    before = gathered.pairs()
+    bad = {**good, "transaction_ids": [*good["transaction_ids"][:-1], "t-\ud800"]}
+    with pytest.raises(UnicodeEncodeError):
+        add_decision_log_messages(gathered, **bad)
+    assert gathered.pairs() == before
 
 
 def test_the_store_keeps_one_pointer_per_role(tmp_path: Path, trained, second_model) -> None:  # type: ignore[no-untyped-def]

@@ -18,7 +18,10 @@ from fraud_core.rollout import (
     CANARY,
     CHAMPION,
     SHADOW,
+    DecisionInputs,
     DecisionRecord,
+    MessageSink,
+    add_decision_log_messages,
     decision_log_messages,
     decode_decision,
     feature_vector,
@@ -163,17 +166,24 @@ class Unrecordable:
     def messages(self) -> list[tuple[bytes, bytes]]:
         raise ValueError("a bug")
 
+    def add_messages(self, sink: MessageSink) -> None:
+        raise ValueError("a bug")
+
 
 class Recordable:
     size = 2
+    fields = DecisionInputs(
+        path="rest", role=CHAMPION, model_name="m", model_version="1", threshold=0.5,
+        transaction_ids=["t1", "t2"], card_ids=["c1", "c2"], event_times_us=[1, 2],
+        features=np.zeros((2, 3), dtype=np.float32),
+        scores=np.array([0.1, 0.9], dtype=np.float32),
+    )  # fmt: skip
 
     def messages(self) -> list[tuple[bytes, bytes]]:
-        return decision_log_messages(
-            path="rest", role=CHAMPION, model_name="m", model_version="1", threshold=0.5,
-            transaction_ids=["t1", "t2"], card_ids=["c1", "c2"], event_times_us=[1, 2],
-            features=np.zeros((2, 3), dtype=np.float32),
-            scores=np.array([0.1, 0.9], dtype=np.float32),
-        )  # fmt: skip
+        return decision_log_messages(**self.fields)
+
+    def add_messages(self, sink: MessageSink) -> None:
+        add_decision_log_messages(sink, **self.fields)
 
 
 async def test_decisions_that_cannot_be_recorded_are_counted_and_the_log_carries_on(
