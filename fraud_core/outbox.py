@@ -171,7 +171,7 @@ class Outbox:
     def add_keyed(self, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
         """Queue (key, value) records, each to its key's partition, without headers: `add`
         without its per-record arguments (a batch's decision records)."""
-        self._topics[topic].extend((key, value, None, _NO_HEADERS) for key, value in records)
+        self._topics[topic].extend(_keyed(records))
 
     def add_decisions(self, topic: str, batches: Iterable[DecisionMessages]) -> None:
         """Queue the messages of decision batches, each keyed by its transaction id. With
@@ -207,12 +207,11 @@ class Outbox:
         sent: list[tuple[asyncio.Future[Any], int]] = []
         for topic, messages in gathered.items():
             if plain is None or topic in topics:  # compressed, or the topic has other records
-                topics[topic].extend((k, v, None, _NO_HEADERS) for k, v in messages.pairs())
+                topics[topic].extend(_keyed(messages.pairs()))
                 continue
             count = await _partition_count(producer, topic)
             built = messages.record_batches(count, int(time.time() * 1000), *plain)
-            for at, batch in built:
-                sent.append(await _submit(producer, batch, topic, at))
+            sent += await _submit_all(producer, topic, built)
         for topic, records in topics.items():
             count = await _partition_count(producer, topic)
             if plain is not None and topic not in by_record:
@@ -223,8 +222,7 @@ class Outbox:
                     [-1 if partition is None else partition for _, _, partition, _ in records],
                     count, int(time.time() * 1000), *plain,
                 )  # fmt: skip
-                for at, batch in built:
-                    sent.append(await _submit(producer, batch, topic, at))
+                sent += await _submit_all(producer, topic, built)
                 continue
             keyed = [key for key, _, partition, _ in records if partition is None and key]
             chosen = iter(partitions_of(keyed, count))
@@ -247,6 +245,20 @@ class Outbox:
                 if batch.record_count():
                     sent.append(await _submit(producer, batch, topic, partition))
         return sent
+
+
+def _keyed(
+    messages: Iterable[tuple[bytes, bytes]],
+) -> Iterable[tuple[bytes, bytes, None, Headers]]:
+    """(key, value) messages as the outbox's records: no partition chosen, no headers."""
+    return ((key, value, None, _NO_HEADERS) for key, value in messages)
+
+
+async def _submit_all(
+    producer: AIOKafkaProducer, topic: str, built: list[tuple[int, Any]]
+) -> list[tuple[asyncio.Future[Any], int]]:
+    """`_submit` of compiled record batches, each to its (partition, batch)'s partition."""
+    return [await _submit(producer, batch, topic, at) for at, batch in built]
 
 
 async def _partition_count(producer: AIOKafkaProducer, topic: str) -> int:
